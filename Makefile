@@ -260,7 +260,8 @@ UNIT_EXTRA_test_policy_warn := broker/policy.c broker/policy_load.c broker/polic
 UNIT_EXTRA_test_config := broker/yamlguard.c
 # The store and what it needs, for the tests that open real stores ($^
 # lists a file named twice once).
-STORE_UNIT_SRC := tests/unit/store_fixture.c broker/store.c broker/store_open.c broker/store_commit.c \
+STORE_UNIT_SRC := tests/unit/store_fixture.c tests/unit/store_fixture_v12.c \
+	broker/store.c broker/store_open.c broker/store_commit.c \
 	broker/store_seal.c broker/store_migrate.c broker/store_schema.c broker/store_counters.c \
 	broker/store_expire.c \
 	broker/store_audit.c broker/store_audit_read.c broker/store_audit_text.c broker/store_count.c \

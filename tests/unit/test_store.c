@@ -30,6 +30,7 @@
 
 #include "store.h"
 #include "store_fixture.h"
+#include "store_fixture_v12.h"
 #include "store_internal.h"
 #include "store_mailbox.h"
 #include "store_mailbox_internal.h"
@@ -1523,6 +1524,24 @@ static void raw_row_quoted(const char *path, const char *table, int64_t first_se
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
+/* The columns a delivery of `table` keeps as they were when it becomes a
+ * mailbox row (deliveries: seq_col "seq", item_col "item_seq"; mailbox or
+ * mailbox_set_aside: "first_seq", "first_item_seq") as SQL literals, of
+ * the row at seq. */
+static void raw_delivery_quoted(const char *path, const char *table, const char *seq_col,
+                                const char *item_col, int64_t seq, char *out, size_t outlen)
+{
+    char sql[768];
+    snprintf(sql, sizeof sql,
+             "SELECT quote(%s)||quote(recipient)||quote(%s)||quote(sender)||quote(sender_partner)||"
+             "quote(message_id)||quote(accepted_at)||quote(body)||quote(case_id)||"
+             "quote(is_case_event) FROM %s WHERE %s = %lld",
+             seq_col, item_col, table, seq_col, (long long)seq);
+    sqlite3 *db = store_fixture_raw_open(path);
+    raw_text(db, sql, out, outlen);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
 /* A new store has 8 KiB pages (store_schema.c); a store whose file was
  * made with another page size keeps it, and works as before. */
 static void test_page_size_of_new_and_existing_stores(void **state)
@@ -1754,6 +1773,59 @@ enum tamper {
     TAMPER_CUT,
     TAMPER_SEQ
 };
+
+/* Open the sealed body of the mailbox row starting at first_seq in the
+ * file at path with key, read past the store's own code but for the row's
+ * associated data (store_mailbox_row_ad of its clear columns as they are
+ * in the file): 0 with the body in out (cap bytes, *len its length), -1
+ * when it does not authenticate. Fails the test when there is no such row. */
+static int raw_row_open(const char *path, const uint8_t key[STORE_KEY_BYTES], int64_t first_seq,
+                        uint8_t *out, size_t cap, size_t *len)
+{
+    sqlite3 *db = store_fixture_raw_open(path);
+    sqlite3_stmt *row = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT n, recipient, publish_id, first_item_seq, sender,"
+                                        " sender_partner, message_id, accepted_at, rules, items,"
+                                        " case_id, is_case_event, body FROM mailbox"
+                                        " WHERE first_seq = ?1",
+                                        -1, &row, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_bind_int64(row, 1, first_seq), SQLITE_OK);
+    if (sqlite3_step(row) != SQLITE_ROW)
+        fail_msg("no mailbox row %lld in %s", (long long)first_seq, path);
+    mailbox_row_clear_t c = {
+        .first_seq = first_seq,
+        .n = (uint32_t)sqlite3_column_int64(row, 0),
+        .recipient = (const char *)sqlite3_column_text(row, 1),
+        .publish_id = sqlite3_column_int64(row, 2),
+        .first_item_seq = sqlite3_column_int64(row, 3),
+        .sender = (const char *)sqlite3_column_text(row, 4),
+        .sender_partner = (const char *)sqlite3_column_text(row, 5),
+        .message_id = sqlite3_column_blob(row, 6),
+        .accepted_at = sqlite3_column_int64(row, 7),
+        .rules = (const char *)sqlite3_column_text(row, 8),
+        .rules_len = (size_t)sqlite3_column_bytes(row, 8),
+        .items = sqlite3_column_blob(row, 9),
+        .case_id = (const char *)sqlite3_column_text(row, 10),
+        .is_case_event = sqlite3_column_int64(row, 11) != 0,
+    };
+    store_seal_ad_t ad;
+    assert_int_equal(store_mailbox_row_ad(&ad, &c), 0);
+    const uint8_t *sealed = sqlite3_column_blob(row, 12);
+    size_t sealed_len = (size_t)sqlite3_column_bytes(row, 12);
+    assert_true(sealed_len >= 40 && sealed_len - 40 <= cap);
+    unsigned long long opened = 0;
+    int rc =
+        crypto_aead_xchacha20poly1305_ietf_decrypt(out, &opened, NULL, sealed + 24, sealed_len - 24,
+                                                   ad.bytes, ad.len, sealed, key) == 0
+            ? 0
+            : -1;
+    *len = (size_t)opened;
+    assert_int_equal(sqlite3_finalize(row), SQLITE_OK);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return rc;
+}
 
 /* Flip one bit of the sealed body of the mailbox row starting at seq, at
  * offset `at`. */
@@ -3400,28 +3472,38 @@ static void test_v1_store_migrates_only_when_empty(void **state)
 #define REKEY_PUBLISHES 4
 #define REKEY_ITEMS_PER_PUBLISH 3
 #define REKEY_ITEMS (REKEY_PUBLISHES * REKEY_ITEMS_PER_PUBLISH)
-#define REKEY_DELIVERIES 24 /* item k goes to k % 3 + 1 recipients */
+#define REKEY_DELIVERIES 24 /* item k goes to k % 3 + 1 recipients, each a row of its own */
 #define REKEY_BODY_MAX 20000
 
 /* Empty, tiny, in-page and overflow-page bodies. */
 static const size_t rekey_body_sizes[] = {0, 1, 57, 300, 4096, REKEY_BODY_MAX};
 static const char *const rekey_recipients[] = {POLITIE, RIEC, "om/officier"};
 
-/* What a rekey test stored: body k of a table is rekey_body(k, table). */
+/* What a rekey test stored: body k of a table is rekey_body(k, table).
+ * Delivery d is a signal's by reference with mask rekey_mask(d) when d is
+ * even, a case's with content rekey_body(d, REKEY_DELIVERY_BODY) when odd
+ * (every size once in each twelve). */
 typedef struct rekey_data {
     size_t items, deliveries;
     int64_t item_seq[REKEY_ITEMS];
     int64_t delivery_seq[REKEY_DELIVERIES];
+    size_t delivery_item[REKEY_DELIVERIES];
     const char *recipient[REKEY_DELIVERIES];
+    char case_id[SCHAKEL_CASE_ID_LEN + 1];
 } rekey_data_t;
 
 enum rekey_table { REKEY_ITEM_BODY, REKEY_DELIVERY_BODY };
 
 static size_t rekey_body(uint8_t *out, size_t k, enum rekey_table table)
 {
-    size_t len = rekey_body_sizes[(k + 3 * (size_t)table) % 6];
+    size_t len = rekey_body_sizes[table == REKEY_ITEM_BODY ? k % 6 : (k / 2) % 6];
     fill(out, len, (unsigned)k, table == REKEY_ITEM_BODY ? 0x11 : 0x22);
     return len;
+}
+
+static uint32_t rekey_mask(size_t d)
+{
+    return 0x5a5a0000u | (uint32_t)d;
 }
 
 static void rekey_fill(store_t *store, rekey_data_t *data)
@@ -3429,6 +3511,7 @@ static void rekey_fill(store_t *store, rekey_data_t *data)
     static uint8_t body[REKEY_BODY_MAX];
     memset(data, 0, sizeof *data);
     assert_int_equal(store_begin(store), 0);
+    case_new(store, data->case_id);
     for (unsigned p = 0; p < REKEY_PUBLISHES; p++) {
         int64_t accepted_at = 1700000050 + p;
         int64_t publish_id = publish(store, WOCO, 50 + p, accepted_at);
@@ -3443,13 +3526,18 @@ static void rekey_fill(store_t *store, rekey_data_t *data)
                 size_t d = data->deliveries++;
                 delivery_spec_t spec;
                 data->recipient[d] = rekey_recipients[(k + r) % 3];
+                data->delivery_item[d] = k;
                 delivery_spec(&spec, data->recipient[d], WOCO, "woco-servatius", 50 + p,
                               accepted_at, item_seq, i);
-                spec.d.body = body;
-                spec.d.body_len = rekey_body(body, d, REKEY_DELIVERY_BODY);
+                spec.d.fields = rekey_mask(d);
+                if (d % 2 == 1) {
+                    delivery_spec_case(&spec, data->case_id, 0);
+                    spec.d.body = body;
+                    spec.d.body_len = rekey_body(body, d, REKEY_DELIVERY_BODY);
+                }
                 data->delivery_seq[d] = store_delivery_add(store, &spec.d);
-                assert_true(data->delivery_seq[d] > 0);
-                (void)rekey_body(body, k, REKEY_ITEM_BODY); /* the next delivery's item */
+                if (data->delivery_seq[d] <= 0)
+                    fail_msg("delivery %zu: %s", d, store_errmsg(store));
             }
         }
     }
@@ -3468,16 +3556,27 @@ static size_t rekey_index(const int64_t *seqs, size_t n, int64_t seq)
     return 0;
 }
 
+/* body is what the test stored as the sealed body of item seq, or of
+ * the mailbox row of delivery seq (a signal's mask, 4 bytes little-endian,
+ * or a case's content). */
 static void rekey_expect(const rekey_data_t *data, enum rekey_table table, int64_t seq,
                          const uint8_t *body, size_t len)
 {
     static uint8_t expected[REKEY_BODY_MAX];
     size_t k = table == REKEY_ITEM_BODY ? rekey_index(data->item_seq, data->items, seq)
                                         : rekey_index(data->delivery_seq, data->deliveries, seq);
-    size_t expected_len = rekey_body(expected, k, table);
+    size_t expected_len = 0;
+    if (table == REKEY_DELIVERY_BODY && k % 2 == 0) {
+        uint32_t mask = rekey_mask(k);
+        for (expected_len = 0; expected_len < 4; expected_len++)
+            expected[expected_len] = (uint8_t)(mask >> (8 * expected_len));
+    } else {
+        expected_len = rekey_body(expected, k, table);
+    }
     if (len != expected_len || (len > 0 && memcmp(body, expected, len) != 0))
         fail_msg("%s %lld: body differs (%zu bytes, want %zu)",
-                 table == REKEY_ITEM_BODY ? "item" : "delivery", (long long)seq, len, expected_len);
+                 table == REKEY_ITEM_BODY ? "item" : "mailbox row", (long long)seq, len,
+                 expected_len);
 }
 
 typedef struct rekey_seen {
@@ -3485,12 +3584,22 @@ typedef struct rekey_seen {
     size_t n;
 } rekey_seen_t;
 
+/* A signal's delivery comes with its mask and its item's bytes, a case's
+ * with its own content. */
 static int rekey_check_delivery(const store_delivery_t *d, void *arg)
 {
     rekey_seen_t *seen = arg;
     size_t k = rekey_index(seen->data->delivery_seq, seen->data->deliveries, (int64_t)d->seq);
     assert_string_equal(d->recipient, seen->data->recipient[k]);
-    rekey_expect(seen->data, REKEY_DELIVERY_BODY, (int64_t)d->seq, d->body, d->body_len);
+    if (k % 2 == 0) {
+        assert_int_equal(d->fields, rekey_mask(k));
+        assert_null(d->case_id);
+        size_t item = seen->data->delivery_item[k];
+        rekey_expect(seen->data, REKEY_ITEM_BODY, seen->data->item_seq[item], d->body, d->body_len);
+    } else {
+        assert_non_null(d->case_id);
+        rekey_expect(seen->data, REKEY_DELIVERY_BODY, (int64_t)d->seq, d->body, d->body_len);
+    }
     seen->n++;
     return 0;
 }
@@ -3506,15 +3615,16 @@ static void rekey_check_mailboxes(store_t *store, const rekey_data_t *data)
     assert_int_equal(seen.n, data->deliveries);
 }
 
-/* How many item and delivery bodies in the file open under key, with the
- * documented associated data, read past the store's own code. Each one
- * that opens must hold what was stored. */
+/* How many item and mailbox row bodies in the file open under key, with
+ * the documented associated data, read past the store's own code (a row's
+ * associated data apart: raw_row_open). Each one that opens must hold
+ * what was stored. */
 static size_t raw_bodies_opening(const char *path, const uint8_t key[STORE_KEY_BYTES],
                                  const rekey_data_t *data)
 {
     static const char *const sql[] = {[REKEY_ITEM_BODY] =
                                           "SELECT seq, publish_id, item_index, body FROM items",
-                                      [REKEY_DELIVERY_BODY] = "SELECT seq FROM deliveries"};
+                                      [REKEY_DELIVERY_BODY] = "SELECT first_seq FROM mailbox"};
     static uint8_t opened[REKEY_BODY_MAX];
     size_t count = 0;
     sqlite3 *db = store_fixture_raw_open(path);
@@ -3526,8 +3636,7 @@ static size_t raw_bodies_opening(const char *path, const uint8_t key[STORE_KEY_B
             int64_t seq = sqlite3_column_int64(stmt, 0), second = sqlite3_column_int64(stmt, 1);
             if (table == REKEY_DELIVERY_BODY) {
                 size_t len = 0;
-                if (store_fixture_delivery_open(path, key, seq, STORE_FIXTURE_LAYOUT_ENVELOPE,
-                                                opened, sizeof opened, &len) != 0)
+                if (raw_row_open(path, key, seq, opened, sizeof opened, &len) != 0)
                     continue;
                 rekey_expect(data, REKEY_DELIVERY_BODY, seq, opened, len);
                 count++;
@@ -3558,6 +3667,27 @@ static void rekey_check_file(const char *path, const uint8_t opens[STORE_KEY_BYT
 {
     assert_int_equal(raw_bodies_opening(path, opens, data), REKEY_ITEMS + REKEY_DELIVERIES);
     assert_int_equal(raw_bodies_opening(path, refused, data), 0);
+}
+
+/* The BLAKE2b-256 digest of each mailbox row's sealed body, in first_seq
+ * order, into digests (REKEY_DELIVERIES of them): how many rows. */
+static size_t raw_row_body_digests(const char *path, uint8_t digests[][32])
+{
+    sqlite3 *db = store_fixture_raw_open(path);
+    sqlite3_stmt *stmt = NULL;
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT body FROM mailbox ORDER BY first_seq", -1, &stmt, NULL),
+        SQLITE_OK);
+    size_t n = 0;
+    while (sqlite3_step(stmt) == SQLITE_ROW) {
+        assert_true(n < REKEY_DELIVERIES);
+        assert_int_equal(crypto_generichash(digests[n++], 32, sqlite3_column_blob(stmt, 0),
+                                            (size_t)sqlite3_column_bytes(stmt, 0), NULL, 0),
+                         0);
+    }
+    assert_int_equal(sqlite3_finalize(stmt), SQLITE_OK);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return n;
 }
 
 /* Open with each key: only `opens` is accepted; the others are refused by
@@ -3602,11 +3732,18 @@ static void test_rekey_reseals_every_body(void **state)
     memcpy(old_sealed, whole + REKEY_BODY_MAX - 24, sizeof old_sealed); /* from its last page */
     free(whole);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    static uint8_t rows_before[REKEY_DELIVERIES][32], rows_after[REKEY_DELIVERIES][32];
+    assert_int_equal(raw_row_body_digests(f->path, rows_before), REKEY_DELIVERIES);
 
     store_rekey_counts_t counts = {99, 99};
     assert_int_equal(store_rekey(f->store, new_key, &counts), 0);
     assert_int_equal(counts.items, REKEY_ITEMS);
-    assert_int_equal(counts.mailbox_rows, REKEY_DELIVERIES);
+    assert_int_equal(counts.mailbox_rows, REKEY_DELIVERIES); /* rows: one delivery each here */
+    /* every row's body sealed again (a fresh nonce), none left as it was */
+    assert_int_equal(raw_row_body_digests(f->path, rows_after), REKEY_DELIVERIES);
+    for (size_t r = 0; r < REKEY_DELIVERIES; r++)
+        if (memcmp(rows_before[r], rows_after[r], 32) == 0)
+            fail_msg("mailbox row %zu kept its sealed body", r);
     /* The same handle goes on under the new key... */
     rekey_check_mailboxes(f->store, &data);
     rekey_check_file(f->path, new_key, test_key, &data);
@@ -3631,7 +3768,7 @@ static void test_rekey_reseals_every_body(void **state)
     /* New writes are sealed under the new key and read back. */
     assert_int_equal(store_begin(f->store), 0);
     body_seen_t seen = {.n = 0};
-    (void)deliver_bytes(f->store, "brandweer/meldkamer", 90, "item", BODY_MASK, NOW, NULL);
+    (void)deliver_bytes(f->store, "brandweer/meldkamer", 90, "after rekey", BODY_MASK, NOW, NULL);
     assert_int_equal(store_commit(f->store), 0);
     assert_int_equal(
         store_mailbox_scan(f->store, "brandweer/meldkamer", 0, 10, collect_body, &seen), 1);
@@ -3689,6 +3826,7 @@ static void test_evidence_in_clear_is_sealed_at_open(void **state)
     fill(sig, sizeof sig, 31, 3);
     fill(root, sizeof root, 31, 4);
     store_close(&f->store);
+    store_fixture_back_to_12(f->path, test_key, NULL);
     sqlite3 *db = store_fixture_raw_open(f->path);
     store_fixture_db_exec(db, STORE_FIXTURE_PUBLISHES_BEFORE_8 "PRAGMA user_version = 7;");
     sqlite3_stmt *stmt = NULL;
@@ -3714,7 +3852,7 @@ static void test_evidence_in_clear_is_sealed_at_open(void **state)
     assert_true(ms >= 0);
     store_close(&f->store);
     db = store_fixture_raw_open(f->path);
-    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 12);
+    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), store_schema_version());
     assert_int_equal(store_fixture_db_int(db, "SELECT count(*) FROM pragma_table_info('publishes')"
                                               " WHERE name IN ('signature', 'root')"),
                      0);
@@ -3805,6 +3943,7 @@ static void test_evidence_migration_reports_and_leaves_no_old_wal(void **state)
              " x'%s', randomblob(32), 1700000000, 1700000000)",
              hex);
     store_close(&f->store);
+    store_fixture_back_to_12(f->path, test_key, NULL);
     pid_t child = fork();
     assert_true(child >= 0);
     if (child == 0) { /* writes, then exits without closing: the WAL stays */
@@ -4228,6 +4367,48 @@ static void test_count_after_sqlite_rolled_back(void **state)
         raw_int(f->path, "SELECT count(*) FROM mailbox WHERE recipient = 'riec/analist'"), 0);
 }
 
+/* A publish of n_items items by WOCO (number n): its id, item seqs in
+ * item_seq. */
+static int64_t row_publish(store_t *store, unsigned n, size_t n_items, int64_t *item_seq)
+{
+    int64_t publish_id = publish(store, WOCO, n, 1700000000 + n);
+    assert_true(publish_id > 0);
+    for (size_t i = 0; i < n_items; i++) {
+        item_seq[i] = item(store, publish_id, (uint32_t)i);
+        assert_true(item_seq[i] > 0);
+    }
+    return publish_id;
+}
+
+/* A row of recipient: entries k of items[k] (seq item_seq[items[k]],
+ * index items[k]) under slots[k] of rules; its first seq. */
+static int64_t row_add(store_t *store, const char *recipient, unsigned n, const int64_t *item_seq,
+                       const uint32_t *items, const uint32_t *slots, size_t count,
+                       const store_mailbox_rule_t *rules, size_t n_rules)
+{
+    store_mailbox_entry_t entries[8];
+    uint8_t id[16];
+    fill(id, sizeof id, n, 1);
+    assert_true(count <= 8);
+    for (size_t k = 0; k < count; k++)
+        entries[k] = (store_mailbox_entry_t){(uint64_t)item_seq[items[k]], items[k], slots[k]};
+    int64_t first = store_delivery_seqs_reserve(store, count);
+    assert_true(first > 0);
+    store_mailbox_row_t row = {.first_seq = (uint64_t)first,
+                               .recipient = recipient,
+                               .sender = WOCO,
+                               .sender_partner = "woco-servatius",
+                               .message_id = id,
+                               .accepted_at = 1700000000 + n,
+                               .entries = entries,
+                               .n = count,
+                               .rules = rules,
+                               .n_rules = n_rules};
+    if (store_mailbox_row_add(store, &row) != 0)
+        fail_msg("row of %s: %s", recipient, store_errmsg(store));
+    return first;
+}
+
 /* ------------------------------------------------------------------ envelopes */
 
 /* The kinds of waiting delivery whose envelope the seal binds. */
@@ -4308,37 +4489,68 @@ static void envelope_expect_refused(store_t *store, const char *recipient, const
     assert_false(store_last_error_is_unavailable(store));
 }
 
-/* Each column of the envelope a Deliver frame is built from, changed in
- * the file while the delivery waits (and bytes moved from one text to the
- * next, which only the length prefixes tell apart). */
+/* A rule line's field as the rules column holds it (a netstring), in SQL. */
+#define NETSTRING(literal) "(length(" literal ") || ':' || " literal " || ',')"
+#define ENVELOPE_PURPOSE "'Aanpak ondermijning'"
+#define ENVELOPE_BASIS_TEXT "Convenant RIEC Limburg 2023, art. 6"
+#define ENVELOPE_BASIS "'" ENVELOPE_BASIS_TEXT "'"
+/* The purpose in a row's rule line changed (bound: the row no longer opens). */
+#define ENVELOPE_PURPOSE_SET                                                                       \
+    "rules = replace(rules, " NETSTRING(ENVELOPE_PURPOSE) ", " NETSTRING("'Marketing'") ")"
+
+/* Each column of a mailbox row a Deliver frame is built from, changed in
+ * the file while its delivery waits (and bytes moved from one text to the
+ * next, which only the length prefixes tell apart): every one the seal
+ * binds makes the row fail to authenticate; expires_at (the row's
+ * earliest expiry, for the index: each delivery's own is in its bound
+ * rule line) is not bound, and the row still opens. */
 static const struct envelope_change {
     const char *what;
     const char *set; /* NULL: left as it is */
+    int bound;
 } envelope_changes[] = {
-    {"nothing", NULL},
-    {"sender", "sender = 'woco-servatius/andere'"},
-    {"sender_partner", "sender_partner = 'gemeente'"},
-    {"message_id", "message_id = zeroblob(16)"},
-    {"item_index", "item_index = item_index + 1"},
-    {"accepted_at", "accepted_at = accepted_at - 1"},
-    {"rule_id", "rule_id = 'woco-alles'"},
-    {"rule_hash", "rule_hash = '00000000'"},
-    {"purpose", "purpose = 'Marketing'"},
-    {"legal_basis", "legal_basis = 'Toestemming'"},
-    {"expires_at", "expires_at = expires_at + 86400"},
+    {"nothing", NULL, 0},
+    {"sender", "sender = 'woco-servatius/andere'", 1},
+    {"sender_partner", "sender_partner = 'gemeente'", 1},
+    {"message_id", "message_id = zeroblob(16)", 1},
+    {"publish_id", "publish_id = publish_id + 1", 1},
+    {"first_item_seq", "first_item_seq = first_item_seq + 1", 1},
+    {"the item index in items", "items = x'01000000'", 1},
+    {"accepted_at", "accepted_at = accepted_at - 1", 1},
+    {"the rule id",
+     "rules = replace(rules, " NETSTRING("'woco-ondermijning'") ", " NETSTRING("'woco-alles'") ")",
+     1},
+    {"the rule hash",
+     "rules = replace(rules, " NETSTRING("'9f2c0d4e'") ", " NETSTRING("'00000000'") ")", 1},
+    {"the purpose", ENVELOPE_PURPOSE_SET, 1},
+    {"the legal basis",
+     "rules = replace(rules, " NETSTRING(ENVELOPE_BASIS) ", " NETSTRING("'Toestemming'") ")", 1},
+    {"the rule line's expiry",
+     "rules = replace(rules, ':' || expires_at || ',', ':' || (expires_at + 86400) || ',')", 1},
     {"a byte from sender to sender_partner",
      "sender = substr(sender, 1, length(sender) - 1),"
-     " sender_partner = substr(sender, -1) || sender_partner"},
-    {"a byte from purpose to legal_basis", "purpose = substr(purpose, 1, length(purpose) - 1),"
-                                           " legal_basis = substr(purpose, -1) || legal_basis"},
+     " sender_partner = substr(sender, -1) || sender_partner",
+     1},
+    {"a byte from purpose to legal basis",
+     "rules = replace(rules, " NETSTRING(ENVELOPE_PURPOSE) " || " NETSTRING(
+         ENVELOPE_BASIS) ", (length(" ENVELOPE_PURPOSE ") - 1) || ':' || substr(" ENVELOPE_PURPOSE
+                         ", 1, length(" ENVELOPE_PURPOSE ") - 1) || ',' || (length(" ENVELOPE_BASIS
+                         ") + 1) || ':' || substr(" ENVELOPE_PURPOSE ", -1) || " ENVELOPE_BASIS
+                         " || ',')",
+     1},
+    {"expires_at (not bound)", "expires_at = expires_at + 86400", 0},
 };
 #define ENVELOPE_CHANGES (sizeof envelope_changes / sizeof envelope_changes[0])
 
 static void test_envelope_bound_to_seal(void **state)
 {
     fixture_t *f = *state;
+    static const store_mailbox_rule_t rule = {"woco-ondermijning",      "9f2c0d4e",
+                                              "Aanpak ondermijning",    ENVELOPE_BASIS_TEXT,
+                                              1700000000 + 365 * 86400, 0x15u};
+    static const uint32_t items[2] = {0, 1}, slots[2] = {0, 0};
     char case_id[SCHAKEL_CASE_ID_LEN + 1], recipient[ENV_KINDS][ENVELOPE_CHANGES][48];
-    int64_t seq[ENV_KINDS][ENVELOPE_CHANGES];
+    int64_t seq[ENV_KINDS][ENVELOPE_CHANGES], item_seqs[2];
     assert_int_equal(store_begin(f->store), 0);
     envelope_case(f->store, case_id);
     for (int k = 0; k < ENV_KINDS; k++)
@@ -4347,13 +4559,16 @@ static void test_envelope_bound_to_seal(void **state)
             seq[k][c] = envelope_delivery(f->store, (enum envelope_kind)k, recipient[k][c],
                                           300 + 20 * (unsigned)k + (unsigned)c, case_id);
         }
+    /* and a row of two deliveries, for done and pending */
+    (void)row_publish(f->store, 399, 2, item_seqs);
+    int64_t pair = row_add(f->store, "politie/env-rij", 399, item_seqs, items, slots, 2, &rule, 1);
     assert_int_equal(store_commit(f->store), 0);
     for (int k = 0; k < ENV_KINDS; k++)
         for (size_t c = 0; c < ENVELOPE_CHANGES; c++) {
             if (envelope_changes[c].set == NULL)
                 continue;
-            char sql[512];
-            snprintf(sql, sizeof sql, "UPDATE deliveries SET %s WHERE seq = %lld",
+            char sql[1024];
+            snprintf(sql, sizeof sql, "UPDATE mailbox SET %s WHERE first_seq = %lld",
                      envelope_changes[c].set, (long long)seq[k][c]);
             store_fixture_raw_exec(f->path, sql);
         }
@@ -4363,13 +4578,21 @@ static void test_envelope_bound_to_seal(void **state)
             snprintf(what, sizeof what, "%s, %s changed", envelope_kind_name[k],
                      envelope_changes[c].what);
             envelope_seen_t seen;
-            if (envelope_changes[c].set == NULL) {
+            if (!envelope_changes[c].bound) {
                 envelope_expect_opens(f->store, recipient[k][c], seq[k][c], &seen, what);
                 assert_string_equal(seen.purpose, "Aanpak ondermijning");
             } else {
                 envelope_expect_refused(f->store, recipient[k][c], what);
             }
         }
+    /* done and pending are not bound either: a delivery marked done in the
+     * file is withheld, the other still opens (docs/design/mailbox.md 3.6) */
+    char sql[256];
+    snprintf(sql, sizeof sql, "UPDATE mailbox SET done = x'01', pending = 1 WHERE first_seq = %lld",
+             (long long)pair);
+    store_fixture_raw_exec(f->path, sql);
+    envelope_seen_t seen;
+    envelope_expect_opens(f->store, "politie/env-rij", pair + 1, &seen, "done and pending changed");
 }
 
 /* A rekey re-seals every kind under the new key with its envelope; a
@@ -4406,14 +4629,8 @@ static void test_envelope_kept_by_rekey_and_case_close(void **state)
     envelope_seen_t seen;
     for (int k = 0; k < ENV_KINDS; k++) {
         envelope_expect_opens(f->store, who[k], seq[k], &seen, envelope_kind_name[k]);
-        assert_int_equal(store_fixture_delivery_open(f->path, new_key, seq[k],
-                                                     STORE_FIXTURE_LAYOUT_ENVELOPE, body,
-                                                     sizeof body, &len),
-                         0);
-        assert_int_equal(store_fixture_delivery_open(f->path, test_key, seq[k],
-                                                     STORE_FIXTURE_LAYOUT_ENVELOPE, body,
-                                                     sizeof body, &len),
-                         -1);
+        assert_int_equal(raw_row_open(f->path, new_key, seq[k], body, sizeof body, &len), 0);
+        assert_int_equal(raw_row_open(f->path, test_key, seq[k], body, sizeof body, &len), -1);
     }
 
     /* the close: the case's deliveries tell the new expiry, the signals
@@ -4430,22 +4647,19 @@ static void test_envelope_kept_by_rekey_and_case_close(void **state)
                 assert_int_equal(seen.expires_at, expiries[i]);
             else
                 assert_int_equal(seen.expires_at, 1700000000 + 400 + k + 365 * 86400);
-            assert_int_equal(store_fixture_delivery_open(f->path, new_key, seq[k],
-                                                         STORE_FIXTURE_LAYOUT_ENVELOPE, body,
-                                                         sizeof body, &len),
-                             0);
+            assert_int_equal(raw_row_open(f->path, new_key, seq[k], body, sizeof body, &len), 0);
         }
     }
 
     /* a changed one: counted, named, and left as unreadable as it was */
-    char sql[128];
-    snprintf(sql, sizeof sql, "UPDATE deliveries SET purpose = 'Marketing' WHERE seq = %lld",
+    char sql[256];
+    snprintf(sql, sizeof sql, "UPDATE mailbox SET " ENVELOPE_PURPOSE_SET " WHERE first_seq = %lld",
              (long long)changed);
     store_fixture_raw_exec(f->path, sql);
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_case_set_expiry(f->store, other_case, closed_until), 1);
     char named[64];
-    snprintf(named, sizeof named, "body of delivery %lld does not", (long long)changed);
+    snprintf(named, sizeof named, "body of mailbox row %lld does not", (long long)changed);
     assert_non_null(strstr(store_errmsg(f->store), named));
     assert_int_equal(store_commit(f->store), 0);
     for (int64_t after = whole - 1; after < whole_too; after = (int64_t)seen.seq) {
@@ -4457,16 +4671,18 @@ static void test_envelope_kept_by_rekey_and_case_close(void **state)
     }
     assert_int_equal(seen.seq, whole_too);
     envelope_expect_refused(f->store, "om/gewijzigd", "the other case's changed delivery");
-    snprintf(sql, sizeof sql, "SELECT expires_at FROM deliveries WHERE seq = %lld",
+    snprintf(sql, sizeof sql, "SELECT expires_at FROM mailbox WHERE first_seq = %lld",
              (long long)changed);
     assert_int_equal(raw_int(f->path, sql), closed_until);
-    /* put back as it was sealed, it opens again: its body was kept */
+    /* put back as it was sealed, it opens again: its body and its rule
+     * line were kept (the row's expires_at, not bound, is the close's) */
     snprintf(sql, sizeof sql,
-             "UPDATE deliveries SET purpose = 'Aanpak ondermijning', expires_at = %lld"
-             " WHERE seq = %lld",
-             (long long)(1700000411 + 365 * 86400), (long long)changed);
+             "UPDATE mailbox SET rules = replace(rules, " NETSTRING("'Marketing'") ", " NETSTRING(
+                 ENVELOPE_PURPOSE) ") WHERE first_seq = %lld",
+             (long long)changed);
     store_fixture_raw_exec(f->path, sql);
     envelope_expect_opens(f->store, "om/gewijzigd", changed, &seen, "put back");
+    assert_int_equal(seen.expires_at, 1700000411 + 365 * 86400);
     sodium_memzero(new_key, sizeof new_key);
 }
 
@@ -4482,8 +4698,8 @@ static uint64_t envelope_progress_done;
 
 static void count_envelope_progress(const char *step, uint64_t done)
 {
-    if (strstr(step, "deliveries") == NULL)
-        return;
+    if (strstr(step, "with their envelopes") == NULL)
+        return; /* another step's (the move into mailbox rows after it) */
     envelope_progress_calls++;
     envelope_progress_done = done;
 }
@@ -4520,6 +4736,7 @@ static void test_envelope_migration_from_schema_8(void **state)
     }
     assert_int_equal(store_commit(f->store), 0);
     store_close(&f->store);
+    store_fixture_back_to_12(f->path, test_key, NULL);
     assert_int_equal(store_fixture_deliveries_before_9(f->path, test_key), MANY);
     store_fixture_raw_exec(f->path, "PRAGMA user_version = 8");
     uint8_t body[256];
@@ -4529,12 +4746,13 @@ static void test_envelope_migration_from_schema_8(void **state)
                                                  &len),
                      -1);
 
-    /* one that does not open under the old layout: set aside, as it is */
-    char sql[160], was[4096], copied[4096];
+    /* one that does not open under the old layout: set aside, as it is
+     * (each column it had, in the mailbox_set_aside row it becomes) */
+    char sql[512], was[4096], copied[4096];
     snprintf(sql, sizeof sql, "UPDATE deliveries SET recipient = 'om/parket' WHERE seq = %lld",
              (long long)seq[ENV_REF]);
     store_fixture_raw_exec(f->path, sql);
-    raw_row_quoted(f->path, "deliveries", seq[ENV_REF], was, sizeof was);
+    raw_delivery_quoted(f->path, "deliveries", "seq", "item_seq", seq[ENV_REF], was, sizeof was);
     /* and one whose body is an empty text: damage, not out of memory */
     snprintf(sql, sizeof sql, "UPDATE deliveries SET body = '' WHERE seq = %lld",
              (long long)seq[ENV_CASE_EVENT]);
@@ -4546,10 +4764,11 @@ static void test_envelope_migration_from_schema_8(void **state)
     store_set_progress(NULL);
     assert_int_equal(envelope_progress_calls, 2);
     assert_int_equal(envelope_progress_done, MANY);
-    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 12);
-    raw_row_quoted(f->path, "mailbox_set_aside", seq[ENV_REF], copied, sizeof copied);
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), store_schema_version());
+    raw_delivery_quoted(f->path, "mailbox_set_aside", "first_seq", "first_item_seq", seq[ENV_REF],
+                        copied, sizeof copied);
     assert_string_equal(copied, was);
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM deliveries WHERE seq = %lld",
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM mailbox WHERE first_seq = %lld",
              (long long)seq[ENV_REF]);
     assert_int_equal(raw_int(f->path, sql), 0);
     uint64_t unrecorded[4];
@@ -4568,6 +4787,7 @@ static void test_envelope_migration_from_schema_8(void **state)
     assert_int_equal(store_set_aside_get(f->store, (uint64_t)seq[ENV_REF], &aside), 1);
     assert_int_equal(aside.row.view.seq, seq[ENV_REF]);
     assert_string_equal(aside.row.view.recipient, "om/parket");
+    assert_string_equal(aside.row.view.rule_id, "woco-ondermijning");
     if (strstr(aside.reason, "does not authenticate") == NULL ||
         strstr(aside.reason, "schema 8") == NULL)
         fail_msg("reason: %s", aside.reason);
@@ -4593,24 +4813,219 @@ static void test_envelope_migration_from_schema_8(void **state)
         if (k == ENV_REF || k == ENV_CASE_EVENT)
             continue; /* set aside */
         envelope_expect_opens(f->store, who[k], seq[k], &seen, envelope_kind_name[k]);
-        assert_int_equal(store_fixture_delivery_open(f->path, test_key, seq[k],
-                                                     STORE_FIXTURE_LAYOUT_ENVELOPE, body,
-                                                     sizeof body, &len),
-                         0);
-        assert_int_equal(store_fixture_delivery_open(f->path, test_key, seq[k],
-                                                     STORE_FIXTURE_LAYOUT_BEFORE_9, body,
-                                                     sizeof body, &len),
-                         -1);
+        assert_int_equal(raw_row_open(f->path, test_key, seq[k], body, sizeof body, &len), 0);
     }
     len = 0;
     assert_int_equal(store_mailbox_scan(f->store, POLITIE, 0, MANY, count_delivery_rows, &len),
                      MANY - ENV_KINDS);
     assert_int_equal(len, MANY - ENV_KINDS);
     /* the envelope is bound from now on */
-    snprintf(sql, sizeof sql, "UPDATE deliveries SET purpose = 'Marketing' WHERE seq = %lld",
+    snprintf(sql, sizeof sql, "UPDATE mailbox SET %s WHERE first_seq = %lld", ENVELOPE_PURPOSE_SET,
              (long long)seq[ENV_BODY]);
     store_fixture_raw_exec(f->path, sql);
     envelope_expect_refused(f->store, who[ENV_BODY], "changed after the migration");
+}
+
+/* ------------------------------------------------------------------ a store of schema 12 */
+
+/* One delivery as a scan hands it out, every field copied. */
+typedef struct v12_view {
+    uint64_t seq, item_seq;
+    uint8_t message_id[16];
+    uint32_t item_index, fields;
+    char recipient[64], sender[64], sender_partner[64], rule_id[64], rule_hash[72], purpose[64],
+        legal_basis[64], case_id[16];
+    int64_t accepted_at, expires_at;
+    uint8_t body[64];
+    size_t body_len;
+    int is_case_event, by_ref, in_case;
+} v12_view_t;
+
+typedef struct v12_views {
+    v12_view_t v[16];
+    size_t n;
+} v12_views_t;
+
+static void v12_copy_text(char *out, size_t cap, const char *text)
+{
+    assert_non_null(text);
+    assert_true(strlen(text) < cap);
+    strcpy(out, text);
+}
+
+static int v12_view_collect(const store_delivery_t *d, void *arg)
+{
+    v12_views_t *views = arg;
+    assert_true(views->n < sizeof views->v / sizeof views->v[0]);
+    v12_view_t *v = &views->v[views->n++];
+    memset(v, 0, sizeof *v);
+    v->seq = d->seq;
+    v->item_seq = d->item_seq;
+    memcpy(v->message_id, d->message_id, sizeof v->message_id);
+    v->item_index = d->item_index;
+    v->fields = d->fields;
+    v12_copy_text(v->recipient, sizeof v->recipient, d->recipient);
+    v12_copy_text(v->sender, sizeof v->sender, d->sender);
+    v12_copy_text(v->sender_partner, sizeof v->sender_partner, d->sender_partner);
+    v12_copy_text(v->rule_id, sizeof v->rule_id, d->rule_id);
+    v12_copy_text(v->rule_hash, sizeof v->rule_hash, d->rule_hash);
+    v12_copy_text(v->purpose, sizeof v->purpose, d->purpose);
+    v12_copy_text(v->legal_basis, sizeof v->legal_basis, d->legal_basis);
+    v->in_case = d->case_id != NULL;
+    if (v->in_case)
+        v12_copy_text(v->case_id, sizeof v->case_id, d->case_id);
+    v->accepted_at = d->accepted_at;
+    v->expires_at = d->expires_at;
+    assert_true(d->body_len <= sizeof v->body);
+    if (d->body_len > 0)
+        memcpy(v->body, d->body, d->body_len);
+    v->body_len = d->body_len;
+    v->is_case_event = d->is_case_event;
+    v->by_ref = d->by_ref;
+    return 0;
+}
+
+static const char *const v12_recipients[] = {POLITIE, RIEC, "om/parket"};
+
+/* Every pending delivery of v12_recipients, as the push would see them. */
+static void v12_scan_all(store_t *store, v12_views_t *views)
+{
+    views->n = 0;
+    for (size_t r = 0; r < sizeof v12_recipients / sizeof v12_recipients[0]; r++)
+        if (store_mailbox_scan(store, v12_recipients[r], 0, 16, v12_view_collect, views) < 0)
+            fail_msg("scan of %s: %s", v12_recipients[r], store_errmsg(store));
+}
+
+/* Two views of one delivery agree, field by field. */
+static void v12_view_expect(const v12_view_t *got, const v12_view_t *want)
+{
+    assert_int_equal(got->seq, want->seq);
+    assert_string_equal(got->recipient, want->recipient);
+    assert_int_equal(got->item_seq, want->item_seq);
+    assert_memory_equal(got->message_id, want->message_id, sizeof got->message_id);
+    assert_int_equal(got->item_index, want->item_index);
+    assert_string_equal(got->sender, want->sender);
+    assert_string_equal(got->sender_partner, want->sender_partner);
+    assert_string_equal(got->rule_id, want->rule_id);
+    assert_string_equal(got->rule_hash, want->rule_hash);
+    assert_string_equal(got->purpose, want->purpose);
+    assert_string_equal(got->legal_basis, want->legal_basis);
+    assert_int_equal(got->accepted_at, want->accepted_at);
+    assert_int_equal(got->expires_at, want->expires_at);
+    assert_int_equal(got->in_case, want->in_case);
+    assert_string_equal(got->case_id, want->case_id);
+    assert_int_equal(got->is_case_event, want->is_case_event);
+    assert_int_equal(got->by_ref, want->by_ref);
+    assert_int_equal(got->fields, want->fields);
+    assert_int_equal(got->body_len, want->body_len);
+    assert_memory_equal(got->body, want->body, got->body_len);
+}
+
+/* A store of today's API taken back to schema 12 (store_fixture_v12.c)
+ * and opened again: every waiting delivery of rows of several deliveries
+ * under several rules (one of them acked), of a row of one, of a case's
+ * delivery and event scans as it did, field by field; the set-aside row's
+ * delivery that was not acked is set aside as before, with its reason;
+ * the seqs go on past the highest handed out. In the schema-12 form each
+ * delivery is a row of deliveries whose body opens under the layout
+ * store.h documents, holding its mask or its case body. */
+static void test_back_to_schema_12_and_migrated_again(void **state)
+{
+    fixture_t *f = *state;
+    static const store_mailbox_rule_t rules[2] = {
+        {"woco-ondermijning", "9f2c0d4e", "Aanpak ondermijning",
+         "Convenant RIEC Limburg 2023, art. 6", 1700000800 + 365 * 86400, 0x15u},
+        {"woco-zorg", "77aa0b1c", "Zorg en veiligheid", "Wet verplichte ggz, art. 8:32",
+         1700000800 + 30 * 86400, 0x03u},
+    };
+    static const uint32_t four[4] = {0, 1, 2, 3}, slots4[4] = {0, 1, 0, 1};
+    static const uint32_t two[2] = {1, 3}, slots2[2] = {1, 1};
+    char case_id[SCHAKEL_CASE_ID_LEN + 1];
+    int64_t items[4], aside_items[2];
+    assert_int_equal(store_begin(f->store), 0);
+    case_new(f->store, case_id);
+    (void)row_publish(f->store, 800, 4, items);
+    int64_t politie = row_add(f->store, POLITIE, 800, items, four, slots4, 4, rules, 2);
+    (void)row_add(f->store, RIEC, 800, items, two, slots2, 2, rules, 2);
+    (void)deliver_new(f->store, POLITIE, 801);
+    (void)deliver_case(f->store, RIEC, 802, case_id, "het dossier van de casus");
+    (void)envelope_delivery(f->store, ENV_CASE_EVENT, "om/parket", 803, case_id);
+    (void)row_publish(f->store, 804, 2, aside_items);
+    int64_t aside = row_add(f->store, "om/afgezet", 804, aside_items, four, slots4, 2, rules, 2);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(ack_alone(f->store, POLITIE, (uint64_t)politie + 1), 1);
+    assert_int_equal(ack_alone(f->store, "om/afgezet", (uint64_t)aside + 1), 1);
+    raw_flip_body_byte(f->path, aside, 30);
+    store_mailbox_aside_t moved;
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(
+        store_mailbox_row_set_aside(f->store, "om/afgezet", (uint64_t)aside, SET_ASIDE_AT, &moved),
+        1);
+    assert_int_equal(store_commit(f->store), 0);
+    store_set_aside_t aside_was;
+    assert_int_equal(store_set_aside_get(f->store, (uint64_t)aside, &aside_was), 1);
+
+    v12_views_t before, after;
+    v12_scan_all(f->store, &before);
+    assert_int_equal(before.n, 3 + 1 + 2 + 1 + 1);
+    const char *high_sql = "SELECT value FROM meta WHERE name = 'delivery_seq_high'";
+    int64_t high = raw_int(f->path, high_sql);
+    store_close(&f->store);
+
+    store_fixture_v12_t written;
+    store_fixture_back_to_12(f->path, test_key, &written);
+    assert_int_equal(written.deliveries, before.n);
+    assert_int_equal(written.set_aside, 1);
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 12);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master"
+                                      " WHERE name LIKE 'mailbox%'"),
+                     0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deliveries"), (int64_t)before.n);
+    assert_int_equal(raw_int(f->path, "SELECT seq FROM sqlite_sequence WHERE name = 'deliveries'"),
+                     high);
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM deliveries_set_aside WHERE seq = %lld AND set_aside_at = %lld"
+             " AND by_ref = 1 AND rule_id = 'woco-ondermijning'",
+             (long long)aside, SET_ASIDE_AT);
+    assert_int_equal(raw_int(f->path, sql), 1);
+    for (size_t i = 0; i < before.n; i++) {
+        const v12_view_t *v = &before.v[i];
+        uint8_t body[64], mask[4] = {(uint8_t)v->fields, (uint8_t)(v->fields >> 8),
+                                     (uint8_t)(v->fields >> 16), (uint8_t)(v->fields >> 24)};
+        size_t len = 0;
+        assert_int_equal(store_fixture_delivery_open(f->path, test_key, (int64_t)v->seq,
+                                                     STORE_FIXTURE_LAYOUT_ENVELOPE, body,
+                                                     sizeof body, &len),
+                         0);
+        if (v->in_case) {
+            assert_int_equal(len, v->body_len);
+            assert_memory_equal(body, v->body, len);
+        } else {
+            assert_int_equal(len, sizeof mask);
+            assert_memory_equal(body, mask, sizeof mask);
+        }
+    }
+
+    f->store = store_fixture_open(f->path, test_key);
+    assert_int_equal(store_migrated_from(f->store, NULL), 12);
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 13);
+    v12_scan_all(f->store, &after);
+    assert_int_equal(after.n, before.n);
+    for (size_t i = 0; i < before.n; i++)
+        v12_view_expect(&after.v[i], &before.v[i]);
+    store_set_aside_t aside_now;
+    assert_int_equal(store_set_aside_get(f->store, (uint64_t)aside, &aside_now), 1);
+    assert_int_equal(aside_now.row.view.seq, aside_was.row.view.seq);
+    assert_string_equal(aside_now.row.view.recipient, aside_was.row.view.recipient);
+    assert_int_equal(aside_now.row.view.item_seq, aside_was.row.view.item_seq);
+    assert_string_equal(aside_now.row.view.rule_id, aside_was.row.view.rule_id);
+    assert_string_equal(aside_now.row.view.rule_hash, aside_was.row.view.rule_hash);
+    assert_int_equal(aside_now.row.view.expires_at, aside_was.row.view.expires_at);
+    assert_string_equal(aside_now.reason, aside_was.reason);
+    assert_int_equal(store_set_aside_get(f->store, (uint64_t)aside + 1, &aside_now), 0);
+    assert_int_equal(store_set_aside_count(f->store), 1);
+    assert_true(deliver_new(f->store, POLITIE, 805) > high);
 }
 
 /* ------------------------------------------------------------------ store epoch */
@@ -4857,6 +5272,7 @@ static void test_partner_bytes_followed(void **state)
     assert_non_null(strstr(problem, "gemeente"));
     /* The migration from schema 10 sums the items, whatever the table said. */
     store_close(&f->store);
+    store_fixture_back_to_12(f->path, test_key, NULL);
     store_fixture_raw_exec(f->path, "DROP TABLE stored_bytes; PRAGMA user_version = 10;");
     f->store = store_fixture_open(f->path, test_key);
     assert_int_equal(store_partner_bytes(f->store, "gemeente"), 2 * SEALED_ITEM);
@@ -4915,6 +5331,7 @@ static void test_bytes_migration_reports_progress(void **state)
     int64_t p2 = publish(f->store, WOCO, 2, 100);
     assert_true(p1 > 0 && p2 > 0);
     store_close(&f->store);
+    store_fixture_back_to_12(f->path, test_key, NULL);
     char sql[512];
     snprintf(sql, sizeof sql,
              "INSERT INTO items (publish_id, item_index, body, expires_at)"
@@ -5041,10 +5458,11 @@ static void test_delivery_seq_high_migrated_from_schema_11(void **state)
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         char sql[1024];
         snprintf(sql, sizeof sql, "%s PRAGMA user_version = 11;", rows[i].sql);
+        store_fixture_back_to_12(f->path, test_key, NULL);
         store_fixture_raw_exec(f->path, sql);
         f->store = store_fixture_open(f->path, test_key);
         assert_int_equal(store_migrated_from(f->store, NULL), 11);
-        assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 12);
+        assert_int_equal(raw_int(f->path, "PRAGMA user_version"), store_schema_version());
         assert_int_equal(raw_int(f->path, high_sql), rows[i].high);
         int64_t next = deliver_new(f->store, POLITIE, 2 + (unsigned)i);
         if (next != rows[i].high + 1)
@@ -5070,6 +5488,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_envelope_kept_by_rekey_and_case_close, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_envelope_migration_from_schema_8, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_back_to_schema_12_and_migrated_again, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_partner_bytes_followed, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_bytes_migration_reports_progress, setup,
