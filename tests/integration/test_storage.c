@@ -1065,7 +1065,7 @@ static void test_rekey_reseals_the_store(void **state)
          "Nothing was changed", 1, 1},
         {"with the broker stopped", current, fresh, "re-sealed", "", 1, 0},
         {"again, done", current, fresh, done,
-         ", store.rekeyed: items=1 deliveries=1 set_aside=0); nothing was changed", 1, 0},
+         ", store.rekeyed: items=1 mailbox_rows=1 set_aside=0); nothing was changed", 1, 0},
         {"with neither key the store's", other, current, "does not open this store", "", 1, 1},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -1105,7 +1105,7 @@ static void test_rekey_reseals_the_store(void **state)
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     assert_int_equal(sqlite3_column_int(q, 0), 1);
     assert_string_equal((const char *)sqlite3_column_text(q, 1),
-                        "items=1 deliveries=1 set_aside=0");
+                        "items=1 mailbox_rows=1 set_aside=0");
     assert_string_equal((const char *)sqlite3_column_text(q, 2),
                         "store key rotated (schakeld --rekey)");
     sqlite3_finalize(q);
@@ -3053,7 +3053,7 @@ static void test_rekey_records_rows_set_aside_by_migration(void **state)
     snprintf(says, sizeof says, "1 delivery set aside stays sealed under %s", current);
     snprintf(line, sizeof line, "event=delivery.set_aside recipient=%s seq=%lld ", H_OM,
              (long long)seq);
-    if (status != 0 || strstr(res.out, "re-sealed 1 item body and 0 delivery bodies") == NULL ||
+    if (status != 0 || strstr(res.out, "re-sealed 1 item body and 0 mailbox rows") == NULL ||
         strstr(res.out, "the store was at schema 8: migrated to 13\n") == NULL ||
         strstr(res.out, "recorded 1 delivery the schema migration set aside") == NULL ||
         strstr(res.out, says) == NULL || strstr(res.err, line) == NULL ||
@@ -3064,7 +3064,7 @@ static void test_rekey_records_rows_set_aside_by_migration(void **state)
     assert_int_equal(h_store_int(env, "SELECT count(*) FROM mailbox_set_aside", NULL), 1);
     assert_int_equal(h_store_int(env,
                                  "SELECT count(*) FROM audit WHERE event = 'store.rekeyed'"
-                                 " AND detail = 'items=1 deliveries=0 set_aside=1'",
+                                 " AND detail = 'items=1 mailbox_rows=0 set_aside=1'",
                                  NULL),
                      1);
     const char *const extra[] = {"--store-key", fresh, NULL};
