@@ -77,7 +77,9 @@ int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn,
     int removed = store_mailbox_row_expire(store, now, limit, fn, arg);
     if (removed < 0)
         return -1;
-    if ((size_t)removed < limit) {
+    /* Rows this step set aside (damaged) are recorded by the caller before
+     * any may expire: set-aside expiry waits for the next step then. */
+    if ((size_t)removed < limit && store_mailbox_expire_set_aside(store) == 0) {
         int aside =
             store_mailbox_row_set_aside_expire(store, now, limit - (size_t)removed, fn, arg);
         if (aside < 0)

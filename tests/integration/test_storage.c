@@ -2871,6 +2871,57 @@ static int64_t storage_set_aside_entries(const h_env_t *env, int64_t seq)
     return h_store_int(env, sql, NULL);
 }
 
+/* A row due whose rule lines do not read (altered with the broker
+ * stopped), for a recipient who never connects: the expiry sweep sets it
+ * aside whole, recorded in the same turn, instead of failing every turn
+ * on it; the broker goes on taking publishes. */
+static void test_damaged_row_due_is_set_aside_by_the_sweep(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t to_om = h_police_signal("BVH-2024-12201");
+    (void)h_publish_ok(politie, &to_om, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    int64_t item_seq = 0, seq = storage_only_delivery(env, &item_seq);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_store_exec(env, "UPDATE mailbox SET rules = 'no rule lines', expires_at = 1"
+                      " WHERE recipient = 'om/parket'");
+    long offset = h_log_offset(env);
+    h_broker_start(env);
+    char line[96];
+    snprintf(line, sizeof line, "event=delivery.set_aside recipient=%s seq=%lld ", H_OM,
+             (long long)seq);
+    if (h_await_log(env, offset, line, H_TIMEOUT_MS) != 0)
+        fail_msg("the sweep did not set the damaged row aside (\"%s\")", line);
+    assert_int_equal(h_log_count(env, offset, "event=store.expire_failed"), 0);
+    assert_int_equal(h_await_log(env, offset, "damaged row", 0), 0);
+    assert_int_equal(storage_set_aside_entries(env, seq), 1);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM mailbox WHERE recipient = ?1", H_OM),
+                     0);
+    /* set aside with the row's bounded retention, due at once: a later
+     * sweep expires it, after its set-aside is on the trail */
+    snprintf(line, sizeof line, "event=delivery.expired recipient=%s seq=%lld ", H_OM,
+             (long long)seq);
+    if (h_await_log(env, offset, line, H_TIMEOUT_MS) != 0)
+        fail_msg("the set-aside row did not expire (\"%s\")", line);
+    char sql[256], seq_text[24];
+    snprintf(seq_text, sizeof seq_text, "%lld", (long long)seq);
+    snprintf(
+        sql, sizeof sql,
+        "SELECT (SELECT seq FROM audit WHERE event = 'delivery.set_aside' AND delivery_seq = ?1)"
+        " < (SELECT seq FROM audit WHERE event = 'delivery.expired' AND delivery_seq = ?1)");
+    assert_int_equal(h_store_int(env, sql, seq_text), 1);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM mailbox_set_aside", NULL), 0);
+    /* the turns commit: a publish is taken and its delivery waits */
+    politie = h_connect(env, H_POLITIE);
+    to_om = h_police_signal("BVH-2024-12202");
+    (void)h_publish_ok(politie, &to_om, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_backlog_of(env, H_OM), 1);
+    assert_int_equal(h_log_count(env, offset, "event=store.expire_failed"), 0);
+    h_done(env);
+}
+
 /* A broker started on the store records no set-aside again, and its trail
  * verifies. */
 static void storage_start_records_none_again(h_env_t *env, const char *const *extra)
@@ -4044,6 +4095,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restore_through_a_link_keeps_the_wal_beside_its_file,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_content_is_sealed_at_rest, h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_row_due_is_set_aside_by_the_sweep,
+                                        h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_altered_delivery_is_set_aside, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_damaged_item_sets_its_delivery_aside, h_setup_broker,
