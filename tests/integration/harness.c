@@ -1746,6 +1746,314 @@ void h_store_exec(const h_env_t *env, const char *sql)
         fail_msg("close %s", env->store_path);
 }
 
+/* ---- the mailbox rows */
+
+/* A mailbox row's columns as the helpers below read them (first_seq, n,
+ * done, first_item_seq, items, rules, recipient, in that order), checked
+ * as far as they use them. */
+typedef struct h_row {
+    int64_t first_seq, n, first_item_seq;
+    const uint8_t *done, *items;
+    const char *rules, *recipient;
+    size_t rules_len;
+} h_row_t;
+
+#define H_ROW_COLUMNS "first_seq, n, done, first_item_seq, items, rules, recipient"
+
+static void h_row_read(sqlite3_stmt *stmt, h_row_t *r)
+{
+    r->first_seq = sqlite3_column_int64(stmt, 0);
+    r->n = sqlite3_column_int64(stmt, 1);
+    r->done = sqlite3_column_blob(stmt, 2);
+    int done_len = sqlite3_column_bytes(stmt, 2);
+    r->first_item_seq = sqlite3_column_int64(stmt, 3);
+    r->items = sqlite3_column_blob(stmt, 4);
+    int items_len = sqlite3_column_bytes(stmt, 4);
+    r->rules = (const char *)sqlite3_column_text(stmt, 5);
+    r->rules_len = (size_t)sqlite3_column_bytes(stmt, 5);
+    r->recipient = (const char *)sqlite3_column_text(stmt, 6);
+    if (r->n < 1 || r->n > 1024 || r->items == NULL || items_len != 4 * r->n ||
+        (r->done != NULL && done_len != (r->n + 7) / 8) || r->rules == NULL || r->recipient == NULL)
+        fail_msg("mailbox row %lld: not as the broker writes a row", (long long)r->first_seq);
+}
+
+static int h_row_done(const h_row_t *r, int64_t i)
+{
+    return r->done != NULL && ((r->done[i / 8] >> (i % 8)) & 1);
+}
+
+/* Entry i's item index (what 0) or rule slot (what 1). */
+static unsigned h_row_entry(const h_row_t *r, int64_t i, int what)
+{
+    const uint8_t *at = r->items + 4 * i + 2 * what;
+    return (unsigned)at[0] | (unsigned)at[1] << 8;
+}
+
+/* The netstring of the row's rule lines that starts at pos: its bytes at
+ * *at, its length in *len; returns where the next starts. Fails the test
+ * when none starts there. */
+static size_t h_row_netstring_at(const h_row_t *r, size_t pos, const char **at, size_t *len)
+{
+    size_t n = 0, digits = 0;
+    while (pos + digits < r->rules_len && digits < 9 &&
+           isdigit((unsigned char)r->rules[pos + digits]))
+        n = n * 10 + (size_t)(r->rules[pos + digits++] - '0');
+    size_t body = pos + digits + 1;
+    if (digits == 0 || body > r->rules_len || r->rules[body - 1] != ':' ||
+        r->rules_len - body < n + 1 || r->rules[body + n] != ',')
+        fail_msg("mailbox row %lld: its rule lines hold no netstring at byte %zu",
+                 (long long)r->first_seq, pos);
+    *at = r->rules + body;
+    *len = n;
+    return body + n + 1;
+}
+
+/* The netstring k of the row's rule lines (as h_row_netstring_at). */
+static void h_row_netstring(const h_row_t *r, unsigned k, const char **at, size_t *len)
+{
+    size_t pos = 0;
+    for (unsigned i = 0; i <= k; i++)
+        pos = h_row_netstring_at(r, pos, at, len);
+}
+
+/* Rule field `field` of slot `slot` of the row, as text into out. */
+static void h_row_rule(const h_row_t *r, unsigned slot, enum h_rule_field field, char *out,
+                       size_t outlen)
+{
+    const char *at = NULL;
+    size_t len = 0;
+    h_row_netstring(r, slot * 5 + (unsigned)field, &at, &len);
+    if (len >= outlen)
+        fail_msg("mailbox row %lld: rule field %d of slot %u is longer than %zu bytes",
+                 (long long)r->first_seq, (int)field, slot, outlen - 1);
+    memcpy(out, at, len);
+    out[len] = '\0';
+}
+
+static int64_t h_row_expires_at(const h_row_t *r, unsigned slot)
+{
+    char text[24], *end = NULL;
+    h_row_rule(r, slot, H_RULE_EXPIRES_AT, text, sizeof text);
+    errno = 0;
+    long long value = strtoll(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0')
+        fail_msg("mailbox row %lld: expiry \"%s\" of slot %u is no number", (long long)r->first_seq,
+                 text, slot);
+    return value;
+}
+
+static sqlite3_stmt *h_prepare(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    return stmt;
+}
+
+size_t h_mailbox_waiting(const h_env_t *env, const char *recipient, h_waiting_t *out, size_t max)
+{
+    sqlite3 *db = h_store_open(env, SQLITE_OPEN_READONLY);
+    sqlite3_stmt *rows = h_prepare(db, "SELECT " H_ROW_COLUMNS " FROM mailbox"
+                                       " WHERE ?1 IS NULL OR recipient = ?1 ORDER BY first_seq");
+    if (recipient != NULL)
+        sqlite3_bind_text(rows, 1, recipient, -1, SQLITE_TRANSIENT);
+    size_t count = 0;
+    int rc;
+    while ((rc = sqlite3_step(rows)) == SQLITE_ROW) {
+        h_row_t r;
+        h_row_read(rows, &r);
+        for (int64_t i = 0; i < r.n; i++) {
+            if (h_row_done(&r, i))
+                continue;
+            if (count < max) {
+                h_waiting_t *w = &out[count];
+                unsigned slot = h_row_entry(&r, i, 1);
+                w->seq = r.first_seq + i;
+                w->first_seq = r.first_seq;
+                w->item_seq = r.first_item_seq + (int64_t)h_row_entry(&r, i, 0) -
+                              (int64_t)h_row_entry(&r, 0, 0);
+                w->expires_at = h_row_expires_at(&r, slot);
+                if (strlen(r.recipient) >= sizeof w->recipient)
+                    fail_msg("mailbox row %lld: recipient too long", (long long)r.first_seq);
+                strcpy(w->recipient, r.recipient);
+                h_row_rule(&r, slot, H_RULE_ID, w->rule_id, sizeof w->rule_id);
+            }
+            count++;
+        }
+    }
+    if (rc != SQLITE_DONE)
+        fail_msg("reading the mailbox rows: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(rows);
+    sqlite3_close(db);
+    return count;
+}
+
+int h_mailbox_holds(const h_env_t *env, int64_t seq)
+{
+    sqlite3 *db = h_store_open(env, SQLITE_OPEN_READONLY);
+    sqlite3_stmt *row = h_prepare(db, "SELECT " H_ROW_COLUMNS " FROM mailbox WHERE first_seq <= ?1"
+                                      " ORDER BY first_seq DESC LIMIT 1");
+    sqlite3_bind_int64(row, 1, seq);
+    int holds = 0, rc = sqlite3_step(row);
+    if (rc == SQLITE_ROW) {
+        h_row_t r;
+        h_row_read(row, &r);
+        holds = seq < r.first_seq + r.n && !h_row_done(&r, seq - r.first_seq);
+    } else if (rc != SQLITE_DONE)
+        fail_msg("reading the mailbox rows: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(row);
+    sqlite3_close(db);
+    return holds;
+}
+
+void h_mailbox_rule_set(const h_env_t *env, int64_t first_seq, enum h_rule_field field,
+                        const char *value)
+{
+    sqlite3 *db = h_store_open(env, SQLITE_OPEN_READWRITE);
+    sqlite3_stmt *row = h_prepare(db, "SELECT " H_ROW_COLUMNS " FROM mailbox WHERE first_seq = ?1");
+    sqlite3_bind_int64(row, 1, first_seq);
+    if (sqlite3_step(row) != SQLITE_ROW)
+        fail_msg("no mailbox row %lld (%s)", (long long)first_seq, sqlite3_errmsg(db));
+    h_row_t r;
+    h_row_read(row, &r);
+    size_t cap = r.rules_len + 1, used = 0;
+    for (size_t k = 0; k < r.rules_len; k++)
+        cap += r.rules[k] == ',' ? strlen(value) + 24 : 0; /* at least one a field */
+    char *rules = malloc(cap);
+    assert_non_null(rules);
+    for (size_t pos = 0, k = 0; pos < r.rules_len; k++) {
+        const char *at = NULL;
+        size_t len = 0;
+        pos = h_row_netstring_at(&r, pos, &at, &len);
+        if (k % 5 == (size_t)field) {
+            at = value;
+            len = strlen(value);
+        }
+        used += (size_t)snprintf(rules + used, cap - used, "%zu:%.*s,", len, (int)len, at);
+    }
+    sqlite3_finalize(row);
+    sqlite3_stmt *update = h_prepare(db, "UPDATE mailbox SET rules = ?1 WHERE first_seq = ?2");
+    sqlite3_bind_text(update, 1, rules, (int)used, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(update, 2, first_seq);
+    if (sqlite3_step(update) != SQLITE_DONE || sqlite3_changes(db) != 1)
+        fail_msg("rule lines of mailbox row %lld: %s", (long long)first_seq, sqlite3_errmsg(db));
+    sqlite3_finalize(update);
+    free(rules);
+    if (sqlite3_close(db) != SQLITE_OK)
+        fail_msg("close %s", env->store_path);
+}
+
+/* The deliveries tables as schemas 5 .. 12 have them (store_schema.c). */
+static const char h_deliveries_tables_sql[] =
+    "CREATE TABLE deliveries ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  recipient TEXT NOT NULL,"
+    "  item_seq INTEGER NOT NULL REFERENCES items(seq),"
+    "  sender TEXT NOT NULL,"
+    "  sender_partner TEXT NOT NULL,"
+    "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
+    "  item_index INTEGER NOT NULL,"
+    "  accepted_at INTEGER NOT NULL,"
+    "  rule_id TEXT NOT NULL,"
+    "  rule_hash TEXT NOT NULL,"
+    "  purpose TEXT NOT NULL,"
+    "  legal_basis TEXT NOT NULL,"
+    "  expires_at INTEGER NOT NULL,"
+    "  body BLOB NOT NULL,"
+    "  case_id TEXT REFERENCES cases(case_id),"
+    "  is_case_event INTEGER NOT NULL DEFAULT 0 CHECK (is_case_event IN (0, 1)),"
+    "  by_ref INTEGER NOT NULL DEFAULT 0"
+    "   CHECK (by_ref IN (0, 1) AND (by_ref = 0 OR case_id IS NULL))"
+    ");"
+    "CREATE INDEX deliveries_by_recipient ON deliveries (recipient, seq);"
+    "CREATE INDEX deliveries_by_expiry ON deliveries (expires_at);"
+    "CREATE INDEX deliveries_by_item ON deliveries (item_seq);"
+    "CREATE INDEX deliveries_by_case ON deliveries (case_id, recipient)"
+    "  WHERE case_id IS NOT NULL;"
+    "CREATE TABLE deliveries_set_aside ("
+    "  seq INTEGER PRIMARY KEY,"
+    "  recipient, item_seq, message_id, item_index, sender, sender_partner, rule_id,"
+    "  rule_hash, purpose, legal_basis, accepted_at, expires_at, body, case_id,"
+    "  is_case_event, by_ref,"
+    "  set_aside_at INTEGER NOT NULL,"
+    "  reason TEXT NOT NULL"
+    ");"
+    "CREATE INDEX deliveries_set_aside_by_expiry ON deliveries_set_aside (expires_at);"
+    "CREATE INDEX deliveries_set_aside_by_item ON deliveries_set_aside (item_seq);"
+    "CREATE INDEX deliveries_set_aside_by_case ON deliveries_set_aside (case_id)"
+    "  WHERE case_id IS NOT NULL;";
+
+int64_t h_store_rewind_mailbox(const h_env_t *env, int version)
+{
+    if (version < 5 || version > 12)
+        fail_msg("h_store_rewind_mailbox: schema %d is not one of 5 .. 12", version);
+    sqlite3 *db = h_store_open(env, SQLITE_OPEN_READWRITE);
+    char *message = NULL;
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &message) != SQLITE_OK ||
+        sqlite3_exec(db, h_deliveries_tables_sql, NULL, NULL, &message) != SQLITE_OK)
+        fail_msg("the deliveries tables: %s", message);
+    sqlite3_stmt *aside = h_prepare(db, "SELECT count(*) FROM mailbox_set_aside");
+    if (sqlite3_step(aside) != SQLITE_ROW || sqlite3_column_int64(aside, 0) != 0)
+        fail_msg("h_store_rewind_mailbox takes back no row set aside");
+    sqlite3_finalize(aside);
+    sqlite3_stmt *rows =
+        h_prepare(db, "SELECT " H_ROW_COLUMNS ", sender, sender_partner, message_id, accepted_at,"
+                      " body, case_id, is_case_event FROM mailbox ORDER BY first_seq");
+    sqlite3_stmt *insert = h_prepare(
+        db, "INSERT INTO deliveries (seq, recipient, item_seq, sender, sender_partner, message_id,"
+            " item_index, accepted_at, rule_id, rule_hash, purpose, legal_basis, expires_at, body,"
+            " case_id, is_case_event, by_ref)"
+            " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,"
+            " ?15 IS NULL)");
+    int64_t moved = 0;
+    int rc;
+    while ((rc = sqlite3_step(rows)) == SQLITE_ROW) {
+        h_row_t r;
+        h_row_read(rows, &r);
+        for (int64_t i = 0; i < r.n; i++) {
+            if (h_row_done(&r, i))
+                continue;
+            unsigned slot = h_row_entry(&r, i, 1), index = h_row_entry(&r, i, 0);
+            char rule[4][512];
+            for (int f = H_RULE_ID; f <= H_RULE_LEGAL_BASIS; f++)
+                h_row_rule(&r, slot, (enum h_rule_field)f, rule[f - 1], sizeof rule[0]);
+            sqlite3_bind_int64(insert, 1, r.first_seq + i);
+            sqlite3_bind_text(insert, 2, r.recipient, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int64(insert, 3,
+                               r.first_item_seq + (int64_t)index - (int64_t)h_row_entry(&r, 0, 0));
+            sqlite3_bind_value(insert, 4, sqlite3_column_value(rows, 7));
+            sqlite3_bind_value(insert, 5, sqlite3_column_value(rows, 8));
+            sqlite3_bind_value(insert, 6, sqlite3_column_value(rows, 9));
+            sqlite3_bind_int64(insert, 7, index);
+            sqlite3_bind_value(insert, 8, sqlite3_column_value(rows, 10));
+            for (int f = 0; f < 4; f++)
+                sqlite3_bind_text(insert, 9 + f, rule[f], -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int64(insert, 13, h_row_expires_at(&r, slot));
+            sqlite3_bind_value(insert, 14, sqlite3_column_value(rows, 11));
+            sqlite3_bind_value(insert, 15, sqlite3_column_value(rows, 12));
+            sqlite3_bind_value(insert, 16, sqlite3_column_value(rows, 13));
+            if (sqlite3_step(insert) != SQLITE_DONE)
+                fail_msg("delivery %lld into deliveries: %s", (long long)(r.first_seq + i),
+                         sqlite3_errmsg(db));
+            sqlite3_reset(insert);
+            moved++;
+        }
+    }
+    if (rc != SQLITE_DONE)
+        fail_msg("reading the mailbox rows: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(insert);
+    sqlite3_finalize(rows);
+    char tail[160];
+    snprintf(tail, sizeof tail,
+             "DROP TABLE mailbox; DROP TABLE mailbox_set_aside; PRAGMA user_version = %d; COMMIT",
+             version);
+    if (sqlite3_exec(db, tail, NULL, NULL, &message) != SQLITE_OK)
+        fail_msg("%s: %s", tail, message);
+    if (sqlite3_close(db) != SQLITE_OK)
+        fail_msg("close %s", env->store_path);
+    return moved;
+}
+
 int h_closed_port(int *port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -402,6 +402,51 @@ void h_damage_row(const h_env_t *env, h_damage_t *d, const char *table, const ch
                   const char *where);
 void h_damage_repair(const h_env_t *env, h_damage_t *d);
 
+/* The mailbox rows of the store beside the broker, read with SQL as their
+ * clear columns hold them (docs/design/mailbox.md 3.1; broker/
+ * store_mailbox_row.c): row first_seq holds seqs first_seq .. first_seq +
+ * n - 1 of one recipient, done marks (bit i of byte i / 8) those acked or
+ * removed, items gives each its item index and rule slot (16-bit LE
+ * each), rules five netstrings per slot (expires_at, id, hash, purpose,
+ * legal basis). A row these cannot read fails the test. */
+typedef struct h_waiting {
+    int64_t seq;        /* the delivery's */
+    int64_t first_seq;  /* its row's */
+    int64_t item_seq;   /* first_item_seq + its item index - that of the row's first */
+    int64_t expires_at; /* its rule slot's */
+    char recipient[160];
+    char rule_id[128];
+} h_waiting_t;
+
+/* The deliveries waiting (not done) in the rows of recipient (NULL: of
+ * every recipient), by seq, the first max into out (may be NULL when max
+ * is 0); returns how many wait in all. */
+size_t h_mailbox_waiting(const h_env_t *env, const char *recipient, h_waiting_t *out, size_t max);
+
+/* 1 when delivery seq waits in a mailbox row (its row there and its bit
+ * not done), else 0. */
+int h_mailbox_holds(const h_env_t *env, int64_t seq);
+
+/* The fields of a rule line, in its order. */
+enum h_rule_field { H_RULE_EXPIRES_AT, H_RULE_ID, H_RULE_HASH, H_RULE_PURPOSE, H_RULE_LEGAL_BASIS };
+
+/* Rule field `field` of every slot of mailbox row first_seq set to value
+ * (its netstring written anew, so that the line still parses): a bound
+ * column altered outside the broker, which the row's seal no longer
+ * vouches for. */
+void h_mailbox_rule_set(const h_env_t *env, int64_t first_seq, enum h_rule_field field,
+                        const char *value);
+
+/* The store beside the broker (stopped) taken back to schema `version`
+ * (5 .. 12) as far as the mailbox goes: the deliveries tables of those
+ * schemas made again, every delivery waiting in a mailbox row moved into
+ * deliveries with its columns as the row says (by_ref for a signal's),
+ * the mailbox tables dropped and user_version set; the rest of the store
+ * is the caller's to take back. Each moved row keeps its row's body,
+ * sealed under the rows' layout: none opens as a delivery, and the
+ * migration sets each aside. Returns how many were moved. */
+int64_t h_store_rewind_mailbox(const h_env_t *env, int version);
+
 /* A command line: args, then `times` pairs of option and value,
  * NULL-terminated, into out (at least n_args + 2 * times + 1 entries). */
 void h_repeated_option(const char **out, const char *const *args, size_t n_args, const char *option,
