@@ -120,21 +120,25 @@ static void hex16(const uint8_t id[16], char out[33])
         snprintf(out + 2 * i, 3, "%02x", id[i]);
 }
 
-/* The seqs of recipient's waiting deliveries, oldest first (at most n). */
+/* The seqs of recipient's waiting deliveries, oldest first (at most n):
+ * those of its mailbox rows not done. */
 static size_t waiting_seqs(const h_env_t *env, const char *recipient, int64_t *seqs, size_t n)
 {
-    size_t got = 0;
-    for (; got < n; got++) {
-        char sql[160];
-        snprintf(sql, sizeof sql,
-                 "SELECT coalesce((SELECT seq FROM deliveries WHERE recipient = ?1 ORDER BY seq"
-                 " LIMIT 1 OFFSET %zu), 0)",
-                 got);
-        seqs[got] = h_store_int(env, sql, recipient);
-        if (seqs[got] == 0)
-            break;
-    }
-    return got;
+    h_waiting_t waiting[8];
+    assert_true(n <= sizeof waiting / sizeof waiting[0]);
+    size_t got = h_mailbox_waiting(env, recipient, waiting, n);
+    for (size_t i = 0; i < got && i < n; i++)
+        seqs[i] = waiting[i].seq;
+    return got < n ? got : n;
+}
+
+/* The seq of recipient's one waiting delivery. */
+static int64_t only_waiting_seq(const h_env_t *env, const char *recipient)
+{
+    int64_t seq = 0;
+    assert_int_equal(waiting_seqs(env, recipient, &seq, 1), 1);
+    assert_int_equal(h_mailbox_waiting(env, recipient, NULL, 0), 1);
+    return seq;
 }
 
 /* ------------------------------------------------------------------ raw requests */
@@ -411,9 +415,11 @@ static void test_pending_set_aside(void **state)
     schakel_signal_t s = h_police_signal("BVH-2024-15001");
     (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
     schakel_close(&politie);
-    int64_t damaged = h_store_int(env, "SELECT seq FROM deliveries WHERE recipient = ?1", H_OM);
+    h_waiting_t row;
+    assert_int_equal(h_mailbox_waiting(env, H_OM, &row, 1), 1);
+    int64_t damaged = row.seq;
     assert_int_equal(h_broker_stop(env), 0);
-    h_store_exec(env, "UPDATE deliveries SET legal_basis = 'geen' WHERE recipient = 'om/parket'");
+    h_mailbox_rule_set(env, row.first_seq, H_RULE_LEGAL_BASIS, "geen");
     h_broker_start_with(env, ADMIN_ON);
     long offset = h_log_offset(env);
     politie = h_connect(env, H_POLITIE);
@@ -463,7 +469,7 @@ static void test_pending_withheld_then_revoked(void **state)
     schakel_client_t *politie = h_connect(env, H_POLITIE);
     schakel_signal_t s = h_police_signal("BVH-2024-16001");
     (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
-    int64_t seq = h_store_int(env, "SELECT seq FROM deliveries WHERE recipient = ?1", H_OM);
+    int64_t seq = only_waiting_seq(env, H_OM);
     char *doc = pending_json(env, H_OM, NULL);
     expect_member(row_of(doc, (uint64_t)seq), "state", "waiting");
     free(doc);
@@ -507,7 +513,7 @@ static void test_pending_withheld_under_both_policies(void **state)
     schakel_signal_t s = h_police_signal("BVH-2024-17001");
     (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
     schakel_close(&politie);
-    int64_t seq = h_store_int(env, "SELECT seq FROM deliveries WHERE recipient = ?1", H_OM);
+    int64_t seq = only_waiting_seq(env, H_OM);
     const char *purpose = "Strafrechtelijke beoordeling";
     const char *at = strstr(h_default_rules, purpose);
     assert_non_null(at);
@@ -529,13 +535,11 @@ static void test_pending_withheld_under_both_policies(void **state)
     schakel_client_t *om = h_connect(env, H_OM);
     assert_int_equal(schakel_subscribe(om, 2), SCHAKEL_OK);
     assert_int_equal(h_backlog(om), 1);
-    assert_int_equal(h_store_int(env, "SELECT count(*) FROM deliveries WHERE recipient = ?1", H_OM),
-                     1);
+    assert_int_equal(h_mailbox_waiting(env, H_OM, NULL, 0), 1);
     assert_int_equal(h_log_count(env, offset, "event=delivery.revoked "), 0);
     char *doc = pending_json(env, H_OM, NULL);
     /* a turn later still: the push passed over it again, and left it */
-    assert_int_equal(h_store_int(env, "SELECT count(*) FROM deliveries WHERE recipient = ?1", H_OM),
-                     1);
+    assert_int_equal(h_mailbox_waiting(env, H_OM, NULL, 0), 1);
     assert_int_equal(h_log_count(env, offset, "event=delivery.revoked "), 0);
     expect_member(row_of(doc, (uint64_t)seq), "state", "withheld");
     free(doc);
@@ -628,11 +632,11 @@ static void test_pending_refusals(void **state)
     raw_refused(&c, id++, bad_after_first, 2, "pending: after= takes a delivery seq");
 
     /* the store unreadable: refused with the store's error, nothing lost */
-    h_store_exec(env, "ALTER TABLE deliveries_set_aside RENAME COLUMN reason TO reason_hidden");
+    h_store_exec(env, "ALTER TABLE mailbox_set_aside RENAME COLUMN reason TO reason_hidden");
     const char *const om[] = {H_OM};
     raw_refused(&c, id++, om, 1, "pending: the store could not be read (");
     raw_refused(&c, id++, om, 1, "; nothing was listed");
-    h_store_exec(env, "ALTER TABLE deliveries_set_aside RENAME COLUMN reason_hidden TO reason");
+    h_store_exec(env, "ALTER TABLE mailbox_set_aside RENAME COLUMN reason_hidden TO reason");
     Schakel__Frame *answer = raw_pending(&c, id++, om, 1);
     assert_true(answer->admin_response->ok);
     h_expect_text(answer->admin_response->json, "\"pending\":1,", "pending after the refusals");
