@@ -778,8 +778,8 @@ static void test_checkpoint_rounds_counted(void **state)
 }
 
 /* One signal for om/parket, committed; the broker is stopped after it
- * and its delivery's seq returned. */
-static int64_t set_aside_one_waiting(h_env_t *env)
+ * and its delivery (the one waiting in its row) returned. */
+static h_waiting_t set_aside_one_waiting(h_env_t *env)
 {
     char address[64];
     h_broker_start_metrics(env, NULL, address, sizeof address);
@@ -787,9 +787,10 @@ static int64_t set_aside_one_waiting(h_env_t *env)
     schakel_signal_t s = h_police_signal("BVH-2024-13001");
     (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
     schakel_close(&politie);
-    int64_t seq = h_store_int(env, "SELECT seq FROM deliveries WHERE recipient = ?1", H_OM);
+    h_waiting_t waiting;
+    assert_int_equal(h_mailbox_waiting(env, H_OM, &waiting, 1), 1);
     assert_int_equal(h_broker_stop(env), 0);
-    return seq;
+    return waiting;
 }
 
 /* A delivery set aside by the push counts once in
@@ -800,8 +801,8 @@ static void test_set_aside_counted(void **state)
     h_env_t *env = *state;
     static const char total[] = "schakel_deliveries_set_aside_total";
     static const char held[] = "schakel_deliveries_set_aside";
-    (void)set_aside_one_waiting(env);
-    h_store_exec(env, "UPDATE deliveries SET legal_basis = 'geen' WHERE recipient = 'om/parket'");
+    h_waiting_t waiting = set_aside_one_waiting(env);
+    h_mailbox_rule_set(env, waiting.first_seq, H_RULE_LEGAL_BASIS, "geen");
     char address[64];
     h_broker_start_metrics(env, NULL, address, sizeof address);
     schakel_client_t *politie = h_connect(env, H_POLITIE);
@@ -830,13 +831,14 @@ static void test_set_aside_counted(void **state)
 
 /* The schema-9 migration sets aside a delivery that does not open under
  * the layout of schema 8 (here: every one sealed since, in a store set
- * back to 8); the broker records each at its start, as the push would:
- * one log line, one audit entry, counted. */
+ * back to 8, its mailbox row made a row of deliveries again); the broker
+ * records each at its start, as the push would: one log line, one audit
+ * entry, counted; the schema-13 step keeps it set aside, as a row. */
 static void test_set_aside_by_migration_recorded(void **state)
 {
     h_env_t *env = *state;
-    int64_t seq = set_aside_one_waiting(env);
-    h_store_exec(env, "PRAGMA user_version = 8");
+    int64_t seq = set_aside_one_waiting(env).seq;
+    assert_int_equal(h_store_rewind_mailbox(env, 8), 1);
     long offset = h_log_offset(env);
     char address[64], sql[256];
     h_broker_start_metrics(env, NULL, address, sizeof address);
@@ -854,7 +856,13 @@ static void test_set_aside_by_migration_recorded(void **state)
              " AND recipient = ?1",
              (long long)seq);
     assert_int_equal(h_store_int(env, sql, H_OM), 1);
-    assert_int_equal(h_store_int(env, "SELECT count(*) FROM deliveries_set_aside", NULL), 1);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM mailbox_set_aside WHERE first_seq = %lld AND n = 1"
+             " AND recipient = ?1 AND reason LIKE '%%under the layout of schema 8%%'",
+             (long long)seq);
+    assert_int_equal(h_store_int(env, sql, H_OM), 1);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM mailbox_set_aside", NULL), 1);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM mailbox", NULL), 0);
     schakel_close(&om);
     assert_int_equal(h_broker_stop(env), 0);
     h_done(env);
