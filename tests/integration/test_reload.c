@@ -649,14 +649,17 @@ static void ack_refused(schakel_client_t *c, uint64_t seq, uint64_t backlog)
                  (unsigned long long)seq, e->reason_name, e->text);
 }
 
-/* The seq of recipient's waiting delivery under rule_id. */
+/* The seq of recipient's waiting delivery under rule_id (the last, when
+ * more wait), as its mailbox row's rule line and items say. */
 static int64_t waiting_seq(h_env_t *env, const char *recipient, const char *rule_id)
 {
-    char sql[192];
-    snprintf(sql, sizeof sql,
-             "SELECT coalesce(max(seq), 0) FROM deliveries WHERE rule_id = '%s' AND recipient = ?1",
-             rule_id);
-    int64_t seq = h_store_int(env, sql, recipient);
+    h_waiting_t waiting[8];
+    size_t n = h_mailbox_waiting(env, recipient, waiting, 8);
+    assert_true(n <= 8);
+    int64_t seq = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(waiting[i].rule_id, rule_id) == 0)
+            seq = waiting[i].seq;
     assert_true(seq > 0);
     return seq;
 }
@@ -865,11 +868,7 @@ static void publish_waiting_for_jekerdal(h_env_t *env, size_t count)
     schakel_signal_t s = fire_signal(to_gemeente, 1);
     (void)h_publish_ok(brandweer, &s, NULL, NULL, NULL, NULL);
     schakel_close(&brandweer);
-    assert_int_equal(
-        h_store_int(env,
-                    "SELECT count(*) FROM deliveries WHERE recipient = 'woco-jekerdal/meldingen'",
-                    NULL),
-        (int64_t)count);
+    assert_int_equal(h_mailbox_waiting(env, H_WOCO_JEKERDAL, NULL, 0), count);
 }
 
 /* The "delivery.revoked" entries of jekerdal's deliveries that say
@@ -898,11 +897,11 @@ static void expect_jekerdal_withdrawn(h_env_t *env, long offset, int64_t count, 
                                  "event=mailbox.emptied recipient=woco-jekerdal/meldingen",
                                  H_TIMEOUT_MS),
                      0);
+    assert_int_equal(h_mailbox_waiting(env, H_WOCO_JEKERDAL, NULL, 0), 0);
     assert_int_equal(
-        h_store_int(env,
-                    "SELECT count(*) FROM deliveries WHERE recipient = 'woco-jekerdal/meldingen'",
+        h_store_int(env, "SELECT count(*) FROM mailbox WHERE recipient = 'woco-jekerdal/meldingen'",
                     NULL),
-        0);
+        0); /* a row goes with its last delivery */
     assert_int_equal(
         h_store_int(env,
                     "SELECT count(*) FROM tombstones WHERE recipient = 'woco-jekerdal/meldingen'",
@@ -1206,11 +1205,12 @@ static void withdrawal_fails_and_recovers(h_env_t *env, enum withdrawal_fault fa
     enum { WAITING = SCHAKEL_EXPIRY_BATCH + 44, FAILING = SCHAKEL_EXPIRY_BATCH + 15 };
     publish_waiting_for_jekerdal(env, WAITING);
     char sql[320], seq[24];
-    snprintf(sql, sizeof sql,
-             "SELECT seq FROM deliveries WHERE recipient = '" H_WOCO_JEKERDAL "'"
-             " ORDER BY seq LIMIT 1 OFFSET %d",
-             FAILING - 1);
-    snprintf(seq, sizeof seq, "%lld", (long long)h_store_int(env, sql, NULL));
+    h_waiting_t *waiting = calloc(FAILING, sizeof *waiting);
+    assert_non_null(waiting);
+    assert_int_equal(h_mailbox_waiting(env, H_WOCO_JEKERDAL, waiting, FAILING), WAITING);
+    int64_t failing_seq = waiting[FAILING - 1].seq;
+    free(waiting);
+    snprintf(seq, sizeof seq, "%lld", (long long)failing_seq);
     if (fault == FAULT_ENTRY)
         snprintf(sql, sizeof sql,
                  "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event ="
@@ -1245,15 +1245,13 @@ static void withdrawal_fails_and_recovers(h_env_t *env, enum withdrawal_fault fa
         fail_msg("the failed batch was not tried again: it was committed");
 
     /* the first batch whole, nothing of the second */
-    assert_int_equal(jekerdal_count(env, "deliveries"), WAITING - SCHAKEL_EXPIRY_BATCH);
+    assert_int_equal(h_mailbox_waiting(env, H_WOCO_JEKERDAL, NULL, 0),
+                     WAITING - SCHAKEL_EXPIRY_BATCH);
     assert_int_equal(jekerdal_count(env, "tombstones"), SCHAKEL_EXPIRY_BATCH);
     assert_int_equal(jekerdal_revoked_entries(env), SCHAKEL_EXPIRY_BATCH);
-    assert_int_equal(h_store_int(env, "SELECT count(*) FROM deliveries WHERE seq = ?1", seq), 1);
+    assert_int_equal(h_mailbox_holds(env, failing_seq), 1);
     assert_int_equal(h_log_count(env, offset, "event=mailbox.emptied"), 0);
-    assert_int_equal(
-        h_store_int(env, "SELECT count(*) FROM deliveries WHERE recipient = '" H_GEMEENTE "'",
-                    NULL),
-        1);
+    assert_int_equal(h_mailbox_waiting(env, H_GEMEENTE, NULL, 0), 1);
 
     /* a publish in a turn that cannot commit is refused, nothing of it kept */
     const char *const to_gemeente[] = {"gemeente"};
@@ -1280,7 +1278,7 @@ static void withdrawal_fails_and_recovers(h_env_t *env, enum withdrawal_fault fa
     if (h_await_log(env, offset, "event=mailbox.emptied recipient=" H_WOCO_JEKERDAL,
                     H_TIMEOUT_MS) != 0)
         fail_msg("the withdrawal did not end once the store took it again");
-    assert_int_equal(jekerdal_count(env, "deliveries"), 0);
+    assert_int_equal(h_mailbox_waiting(env, H_WOCO_JEKERDAL, NULL, 0), 0);
     assert_int_equal(jekerdal_count(env, "tombstones"), WAITING);
     assert_int_equal(jekerdal_revoked_entries(env), WAITING);
     int duplicate = -1;
@@ -1731,19 +1729,15 @@ static void test_failed_listing_of_removed_mailboxes_is_retried(void **state)
 {
     h_env_t *env = *state;
     publish_waiting_for_jekerdal(env, 3);
-    h_store_exec(env, "UPDATE deliveries SET recipient = replace(hex(zeroblob(150)), '0', 'z')"
+    h_store_exec(env, "UPDATE mailbox SET recipient = replace(hex(zeroblob(150)), '0', 'z')"
                       " WHERE recipient = '" H_GEMEENTE "'");
     write_policy_v2(env);
     long offset = h_log_offset(env);
     assert_int_equal(h_broker_reload(env), 1);
     if (h_await_log(env, offset, "event=purge.failed", H_TIMEOUT_MS) != 0)
         fail_msg("the listing did not fail on the damaged row");
-    assert_int_equal(h_store_int(env,
-                                 "SELECT count(*) FROM deliveries WHERE recipient ="
-                                 " 'woco-jekerdal/meldingen'",
-                                 NULL),
-                     3);
-    h_store_exec(env, "UPDATE deliveries SET recipient = '" H_GEMEENTE "'"
+    assert_int_equal(h_mailbox_waiting(env, H_WOCO_JEKERDAL, NULL, 0), 3);
+    h_store_exec(env, "UPDATE mailbox SET recipient = '" H_GEMEENTE "'"
                       " WHERE length(recipient) = 300");
     if (h_await_log(env, offset, "event=purge.resumed recipients=1", H_TIMEOUT_MS) != 0)
         fail_msg("the listing was not tried again once the store could be read");
