@@ -1404,7 +1404,7 @@ static void test_unreadable_history_rolls_back_the_join(void **state)
                                  id),
                      1);
     assert_int_equal(last_event_seq(env, id), 5);
-    assert_int_equal(h_store_int(env, "SELECT count(*) FROM deliveries WHERE recipient = ?1", H_OM),
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM mailbox WHERE recipient = ?1", H_OM),
                      0);
     assert_int_equal(command_stored(env, H_OM, command_id), 0);
     assert_int_equal(
@@ -1471,29 +1471,22 @@ static void test_close_reseals_waiting_deliveries(void **state)
     note(riec, id, "Tweede aantekening", NULL, 0, NULL); /* 5 */
     expect_events(riec, id, a_note, 1);
     expect_events(riec, id, a_note, 1);
-    int64_t altered =
-        h_store_int(env, "SELECT max(seq) FROM deliveries WHERE recipient = ?1", H_POLITIE);
-    int64_t altered_item = 0;
-    {
-        char item_sql[128];
-        snprintf(item_sql, sizeof item_sql, "SELECT item_seq FROM deliveries WHERE seq = %lld",
-                 (long long)altered);
-        altered_item = h_store_int(env, item_sql, NULL);
-    }
+    h_waiting_t waiting[2]; /* the two notes, a row each */
+    assert_int_equal(h_mailbox_waiting(env, H_POLITIE, waiting, 2), 2);
+    int64_t altered = waiting[1].seq, altered_item = waiting[1].item_seq;
+    assert_int_equal(waiting[1].first_seq, altered);
     char backup[PATH_MAX], vacuum[PATH_MAX + 32];
     snprintf(backup, sizeof backup, "%s/before-close.db", env->dir);
     snprintf(vacuum, sizeof vacuum, "VACUUM INTO '%s'", backup); /* the case still open */
     h_store_exec(env, vacuum);
-    snprintf(sql, sizeof sql, "UPDATE deliveries SET purpose = 'Marketing' WHERE seq = %lld",
-             (long long)altered);
-    h_store_exec(env, sql);
+    h_mailbox_rule_set(env, altered, H_RULE_PURPOSE, "Marketing");
 
     long offset = h_log_offset(env);
     must(riec, schakel_case_close(riec, id, "Afgerond", NULL, NULL, T), "close");
     char named[96], count[64];
     snprintf(named, sizeof named, "case=%s deliveries=1 ", id);
-    snprintf(count, sizeof count, "body of delivery %lld does not authenticate",
-             (long long)altered);
+    snprintf(count, sizeof count, "body of mailbox row %lld does not authenticate",
+             (long long)altered); /* the row of the one delivery */
     if (h_await_log(env, offset, "event=store.read_failed ", H_TIMEOUT_MS) != 0 ||
         h_await_log(env, offset, named, 0) != 0 || h_await_log(env, offset, count, 0) != 0)
         fail_msg("the close does not log the delivery it could not seal again");
@@ -1513,7 +1506,8 @@ static void test_close_reseals_waiting_deliveries(void **state)
     if (h_await_log(env, offset, "event=delivery.set_aside ", 0) != 0 ||
         h_await_log(env, offset, count, 0) != 0)
         fail_msg("the push did not set the altered delivery aside");
-    snprintf(sql, sizeof sql, "SELECT expires_at FROM deliveries_set_aside WHERE seq = %lld",
+    snprintf(sql, sizeof sql,
+             "SELECT expires_at FROM mailbox_set_aside WHERE first_seq = %lld AND n = 1",
              (long long)altered);
     assert_true(h_store_int(env, sql, NULL) <= now + 30 * 86400); /* the close's retention */
     assert_int_equal(h_backlog(politie), 0);
@@ -1526,12 +1520,13 @@ static void test_close_reseals_waiting_deliveries(void **state)
      * and go out telling politie to keep it indefinitely. */
     assert_int_equal(h_broker_stop(env), 0);
     assert_int_equal(h_put_back(env, backup, altered, altered_item), 0);
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM deliveries_set_aside WHERE seq = %lld",
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM mailbox_set_aside WHERE first_seq = %lld",
              (long long)altered);
     assert_int_equal(h_store_int(env, sql, NULL), 1);
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM deliveries WHERE seq = %lld",
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM mailbox WHERE first_seq = %lld",
              (long long)altered);
     assert_int_equal(h_store_int(env, sql, NULL), 0);
+    assert_int_equal(h_mailbox_holds(env, altered), 0);
     h_done(env);
 }
 
