@@ -527,7 +527,8 @@ static char *ctl_text(h_env_t *env, const char *command)
 
 /* An upgrade is seen: a store of schema 6 (a current one taken back as
  * test_audit_queued does: the trail's deliveries column and the sealed
- * evidence gone) is migrated at the broker's start, which logs
+ * evidence gone; the mailbox rows the deliveries tables again) is
+ * migrated at the broker's start, which logs
  * store.migrated with the schemas and says so in status (JSON and text),
  * as broker.ready names the schema; the next start, on the store as it
  * is now, logs no store.migrated and status says no migration. */
@@ -537,12 +538,13 @@ static void test_status_and_log_say_the_store_migrated(void **state)
     char *status = ctl_json(env, "status");
     const char *store = strstr(status, "\"store\"");
     assert_non_null(store);
-    assert_int_equal(h_json_int(store, "schema"), 12);
+    assert_int_equal(h_json_int(store, "schema"), 13);
     h_expect_text(store, "\"migrated_from\":null", "status of a store found current");
     free(status);
     long offset = h_log_offset(env);
     assert_int_equal(h_log_count(env, 0, "event=store.migrated"), 0);
     assert_int_equal(h_broker_stop(env), 0);
+    assert_int_equal(h_store_rewind_mailbox(env, 6), 0); /* nothing waits */
     h_store_exec(env, "ALTER TABLE audit DROP COLUMN deliveries;"
                       "ALTER TABLE publishes DROP COLUMN evidence;"
                       "ALTER TABLE publishes ADD COLUMN signature BLOB NOT NULL DEFAULT x'"
@@ -554,18 +556,23 @@ static void test_status_and_log_say_the_store_migrated(void **state)
                       " CHECK (length(root) = 32);"
                       "PRAGMA user_version = 6;");
     h_broker_start_with(env, ADMIN_ON);
-    assert_int_equal(h_store_int(env, "PRAGMA user_version", NULL), 12);
-    assert_int_equal(h_log_count(env, offset, "event=store.migrated from=6 to=12 ms="), 1);
+    assert_int_equal(h_store_int(env, "PRAGMA user_version", NULL), 13);
+    /* the mailbox's tables, in place of the deliveries' */
+    static const char tables[] = "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                                 " AND name IN (?1, ?1 || '_set_aside')";
+    assert_int_equal(h_store_int(env, tables, "mailbox"), 2);
+    assert_int_equal(h_store_int(env, tables, "deliveries"), 0);
+    assert_int_equal(h_log_count(env, offset, "event=store.migrated from=6 to=13 ms="), 1);
     assert_int_equal(h_log_count(env, offset, "event=store.migrated"), 1);
-    assert_int_equal(h_log_count_both(env, offset, "event=broker.ready", " schema=12 "), 1);
+    assert_int_equal(h_log_count_both(env, offset, "event=broker.ready", " schema=13 "), 1);
     status = ctl_json(env, "status");
     store = strstr(status, "\"store\"");
     assert_non_null(store);
-    assert_int_equal(h_json_int(store, "schema"), 12);
+    assert_int_equal(h_json_int(store, "schema"), 13);
     assert_int_equal(h_json_int(store, "migrated_from"), 6);
     free(status);
     char *text = ctl_text(env, "status");
-    h_expect_text(text, "store schema 12)", "status text");
+    h_expect_text(text, "store schema 13)", "status text");
     h_expect_text(text, "store migrated from schema 6 at this start", "status text");
     free(text);
 
@@ -573,22 +580,22 @@ static void test_status_and_log_say_the_store_migrated(void **state)
     assert_int_equal(h_broker_stop(env), 0);
     h_broker_start_with(env, ADMIN_ON);
     assert_int_equal(h_log_count(env, offset, "event=store.migrated"), 0);
-    assert_int_equal(h_log_count_both(env, offset, "event=broker.ready", " schema=12 "), 1);
+    assert_int_equal(h_log_count_both(env, offset, "event=broker.ready", " schema=13 "), 1);
     text = ctl_text(env, "status");
-    h_expect_text(text, "store schema 12)", "status text");
+    h_expect_text(text, "store schema 13)", "status text");
     assert_null(strstr(text, "migrated"));
     free(text);
 
     /* a store of a newer schema: refused by the broker and by schakelctl,
      * each naming itself (docs/OPERATIONS.md quotes the broker's words) */
     assert_int_equal(h_broker_stop(env), 0);
-    h_store_exec(env, "PRAGMA user_version = 13");
+    h_store_exec(env, "PRAGMA user_version = 14");
     h_cli_result_t res;
     int status_code =
         h_run_schakeld(&res, "--config", env->config_path, "--listen", "tcp://127.0.0.1:*", NULL);
     assert_int_equal(status_code, 1);
     h_expect_text(res.err,
-                  "store schema version 13 is newer than this schakeld understands (12); run the "
+                  "store schema version 14 is newer than this schakeld understands (13); run the "
                   "schakeld that wrote it, or a newer one",
                   "a broker's start on a newer store");
     h_cli_result_free(&res);
@@ -597,12 +604,12 @@ static void test_status_and_log_say_the_store_migrated(void **state)
     h_run_ctl_argv(env, NULL, NULL, verify, &res);
     h_expect_exit(&res, 1, "audit verify of a newer store");
     h_expect_text(res.err,
-                  "store schema version 13 is newer than this program understands (12); read it "
+                  "store schema version 14 is newer than this program understands (13); read it "
                   "with the release that wrote it, or a newer one",
                   "audit verify of a newer store");
     assert_null(strstr(res.err, "schakeld"));
     h_cli_result_free(&res);
-    h_store_exec(env, "PRAGMA user_version = 10");
+    h_store_exec(env, "PRAGMA user_version = 13");
     h_done(env);
 }
 
