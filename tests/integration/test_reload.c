@@ -962,6 +962,51 @@ static void test_mailbox_withdrawn_at_start(void **state)
     h_done(env);
 }
 
+/* A removed principal's row that does not read (its rule lines altered
+ * with the broker stopped) cannot be revoked delivery by delivery, and its
+ * owner will never connect for a push to set it aside: the withdrawal
+ * sets it aside whole, each delivery recorded, and goes on with the rows
+ * after it, instead of failing every turn on it. */
+static void test_withdrawal_sets_a_damaged_row_aside(void **state)
+{
+    h_env_t *env = *state;
+    publish_waiting_for_jekerdal(env, 3); /* one publish: one row of 3 */
+    const char *const to_jekerdal[] = {"woco-jekerdal"};
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    schakel_signal_t s = fire_signal(to_jekerdal, 1);
+    (void)h_publish_ok(brandweer, &s, NULL, NULL, NULL, NULL); /* a second row, after it */
+    schakel_close(&brandweer);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_store_exec(env, "UPDATE mailbox SET rules = 'no rule lines' WHERE first_seq ="
+                      " (SELECT min(first_seq) FROM mailbox"
+                      " WHERE recipient = 'woco-jekerdal/meldingen')");
+    write_policy_v2(env);
+    long offset = h_log_offset(env);
+    h_broker_start(env);
+    assert_int_equal(h_await_log(env, offset,
+                                 "event=mailbox.emptied recipient=woco-jekerdal/meldingen",
+                                 H_TIMEOUT_MS),
+                     0);
+    assert_int_equal(h_log_count(env, offset, "event=store.revoke_failed"), 0);
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'delivery.set_aside'"
+                                 " AND recipient = 'woco-jekerdal/meldingen'",
+                                 NULL),
+                     3);
+    assert_int_equal(jekerdal_revoked_saying(env, "unknown"), 1); /* the row after it */
+    assert_int_equal(
+        h_store_int(env, "SELECT count(*) FROM mailbox WHERE recipient = 'woco-jekerdal/meldingen'",
+                    NULL),
+        0);
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM mailbox_set_aside"
+                                 " WHERE recipient = 'woco-jekerdal/meldingen' AND n = 3",
+                                 NULL),
+                     1);
+    assert_int_equal(h_backlog_of(env, H_GEMEENTE), 1);
+    h_done(env);
+}
+
 #define WITHDRAWN_SUBJECT "PSN-5e0d7a3c19"
 
 /* A delivery the removed principal was sent and never acked is withdrawn
@@ -1767,6 +1812,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_removed_principals_mailbox_is_withdrawn,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_withdrawn_delivery_that_was_sent, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_withdrawal_sets_a_damaged_row_aside, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_mailbox_withdrawn_at_start, h_setup_broker,
                                         h_teardown),
