@@ -152,6 +152,19 @@ static int purge_set_aside_damaged(broker_t *b, const char *recipient)
     return record_set_aside_in_turn(b) == 0 ? 0 : -2;
 }
 
+/* The store refused a step of the withdrawal: a damaged row is set aside
+ * (purge_set_aside_damaged), anything else fails the turn, logged. */
+static void purge_refused(broker_t *b, const char *recipient)
+{
+    char failed[512];
+    snprintf(failed, sizeof failed, "%s", store_errmsg(b->store));
+    int aside = purge_set_aside_damaged(b, recipient);
+    if (aside == 0 || aside == -2)
+        return; /* set aside, or the turn failed recording it */
+    log_event(LOG_ERROR, "store.revoke_failed", "error", failed, NULL);
+    broker_fail_turn(b);
+}
+
 void purge_step(broker_t *b)
 {
     if (b->n_purge == 0 || b->turn_failed)
@@ -166,13 +179,7 @@ void purge_step(broker_t *b)
                 ? store_mailbox_oldest(b->store, recipient, seqs, SCHAKEL_EXPIRY_BATCH)
                 : -1;
     if (n < 0) {
-        char failed[512];
-        snprintf(failed, sizeof failed, "%s", store_errmsg(b->store));
-        int aside = purge_set_aside_damaged(b, recipient);
-        if (aside == 0 || aside == -2)
-            return; /* set aside, or the turn failed recording it */
-        log_event(LOG_ERROR, "store.revoke_failed", "error", failed, NULL);
-        broker_fail_turn(b);
+        purge_refused(b, recipient);
         return;
     }
     if (n == 0) { /* it leaves the list once this turn has committed */
@@ -190,13 +197,7 @@ void purge_step(broker_t *b)
         int rc =
             store_delivery_revoke(b->store, recipient, seqs[i], b->now_s, purge_on_revoked, &copy);
         if (rc < 0) {
-            char failed[512];
-            snprintf(failed, sizeof failed, "%s", store_errmsg(b->store));
-            int aside = purge_set_aside_damaged(b, recipient);
-            if (aside == 0 || aside == -2)
-                return; /* set aside, or the turn failed recording it */
-            log_event(LOG_ERROR, "store.revoke_failed", "error", failed, NULL);
-            broker_fail_turn(b);
+            purge_refused(b, recipient);
             return;
         }
         if (rc == 1 && record_withdrawn(b, &copy.view, why, sent) != 0)

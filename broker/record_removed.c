@@ -164,31 +164,43 @@ int record_set_aside(broker_t *b, const store_set_aside_t *x)
 /* How many seqs one round of store_set_aside_unrecorded reads. */
 #define RECORD_SET_ASIDE_BATCH 64
 
+/* One batch of the deliveries set aside that the trail does not name yet
+ * (those after *after), each recorded as record_set_aside does, inside the
+ * open transaction: the number looked at (0: none left), -1 when the store
+ * failed (not logged) or -2 when an entry could not be written (logged by
+ * record_append). */
+static int record_unrecorded_batch(broker_t *b, uint64_t *after)
+{
+    uint64_t seqs[RECORD_SET_ASIDE_BATCH];
+    int n = store_set_aside_unrecorded(b->store, *after, seqs, RECORD_SET_ASIDE_BATCH);
+    for (int i = 0; i < n; i++) {
+        store_set_aside_t x;
+        int found = store_set_aside_get(b->store, seqs[i], &x);
+        if (found < 0)
+            return -1;
+        if (found == 1 && record_set_aside(b, &x) != 0)
+            return -2;
+    }
+    if (n > 0)
+        *after = seqs[n - 1];
+    return n;
+}
+
 int record_set_aside_unrecorded(broker_t *b)
 {
-    uint64_t seqs[RECORD_SET_ASIDE_BATCH], after = 0;
+    uint64_t after = 0;
     int n;
-    while ((n = store_set_aside_unrecorded(b->store, after, seqs, RECORD_SET_ASIDE_BATCH)) > 0) {
-        for (int i = 0; i < n; i++) {
-            store_set_aside_t x;
-            int found = store_set_aside_get(b->store, seqs[i], &x);
-            if (found < 0)
-                goto failed;
-            if (found == 1 && record_set_aside(b, &x) != 0) {
-                store_rollback(b->store);
-                record_set_aside_settle(b, 0);
-                return -1; /* logged by record_append */
-            }
+    while ((n = record_unrecorded_batch(b, &after)) > 0) {
+        if (store_commit(b->store) != 0) {
+            n = -1;
+            break;
         }
-        after = seqs[n - 1];
-        if (store_commit(b->store) != 0)
-            goto failed;
         record_set_aside_settle(b, 1);
     }
     if (n == 0)
         return 0;
-failed:
-    record_write_failed(b, "audit.write_failed", "delivery.set_aside", store_errmsg(b->store));
+    if (n == -1)
+        record_write_failed(b, "audit.write_failed", "delivery.set_aside", store_errmsg(b->store));
     store_rollback(b->store);
     record_set_aside_settle(b, 0);
     return -1;
@@ -196,29 +208,15 @@ failed:
 
 int record_set_aside_in_turn(broker_t *b)
 {
-    uint64_t seqs[RECORD_SET_ASIDE_BATCH], after = 0;
+    uint64_t after = 0;
     int n;
-    while ((n = store_set_aside_unrecorded(b->store, after, seqs, RECORD_SET_ASIDE_BATCH)) > 0) {
-        for (int i = 0; i < n; i++) {
-            store_set_aside_t x;
-            int found = store_set_aside_get(b->store, seqs[i], &x);
-            if (found < 0) {
-                record_write_failed(b, "audit.write_failed", "delivery.set_aside",
-                                    store_errmsg(b->store));
-                broker_fail_turn(b);
-                return -1;
-            }
-            if (found == 1 && record_set_aside(b, &x) != 0)
-                return -1; /* the turn fails (recorded by record_append) */
-        }
-        after = seqs[n - 1];
-    }
-    if (n < 0) {
+    while ((n = record_unrecorded_batch(b, &after)) > 0)
+        ;
+    if (n == -1) {
         record_write_failed(b, "audit.write_failed", "delivery.set_aside", store_errmsg(b->store));
         broker_fail_turn(b);
-        return -1;
     }
-    return 0;
+    return n == 0 ? 0 : -1; /* -2: the turn fails (recorded by record_append) */
 }
 
 int64_t record_set_aside_offline(store_t *store, const keypair_t *key, int64_t now)

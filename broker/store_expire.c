@@ -38,12 +38,9 @@ int store_delivery_revoke(store_t *store, const char *recipient, uint64_t seq, i
     return store_mailbox_row_remove(store, recipient, seq, now, fn, arg);
 }
 
-/* One of the bounded DELETEs of due rows: unreferenced items, publishes
- * and cases, or case events. Returns the number removed or -1. */
-static int expire_unreferenced(store_t *store, enum stmt_id id, int64_t now, size_t limit,
-                               const char *what)
+int store_expire_bounded(store_t *store, sqlite3_stmt *stmt, int64_t now, size_t limit,
+                         const char *what)
 {
-    sqlite3_stmt *stmt = store->stmt[id];
     if (store_bind_int64(store, stmt, 1, now) != 0 ||
         store_bind_int64(store, stmt, 2, (int64_t)limit) != 0) {
         store_stmt_finish(stmt);
@@ -92,8 +89,8 @@ int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn,
     int publishes = store_mailbox_row_expire_publishes(store, now, limit);
     if (publishes < 0)
         return -1;
-    int events =
-        expire_unreferenced(store, STMT_EXPIRE_CASE_EVENTS, now, limit, "expire: case events");
+    int events = store_expire_bounded(store, store->stmt[STMT_EXPIRE_CASE_EVENTS], now, limit,
+                                      "expire: case events");
     if (events < 0)
         return -1;
     int cases = store_mailbox_row_expire_cases(store, now, limit);

@@ -437,6 +437,12 @@ int store_schema_check_readable(store_t *store, long min_version);
  * open. store_delivery_high_flush writes it once for the open
  * transaction's deliveries (next_delivery_seq - 1), just before its
  * COMMIT, when one was added (-1: the commit must not go on). */
+/* One of the bounded DELETEs of due rows (store_expire's case events; the
+ * mailbox's publishes and cases): stmt takes now as ?1 and the limit as
+ * ?2. The number removed, or -1. */
+int store_expire_bounded(store_t *store, sqlite3_stmt *stmt, int64_t now, size_t limit,
+                         const char *what);
+
 int store_delivery_high_write(store_t *store, int64_t high);
 int store_delivery_high_flush(store_t *store);
 

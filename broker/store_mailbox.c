@@ -524,9 +524,7 @@ int store_mailbox_row_ack(store_t *store, const char *recipient, uint64_t seq)
     return 1;
 }
 
-/* The tombstone of a delivery removed (as store_expire.c leaves one): 0,
- * with *before set when its seq had one already; -1. */
-static int tombstone_add(store_t *store, const store_expired_t *e, int64_t now, int *before)
+int store_mailbox_tombstone(store_t *store, store_expired_t *e, int64_t now, const char *what)
 {
     sqlite3_stmt *stmt = store->stmt[STMT_TOMBSTONE_ADD];
     if (store_bind_int64(store, stmt, 1, (int64_t)e->seq) != 0 ||
@@ -539,9 +537,9 @@ static int tombstone_add(store_t *store, const store_expired_t *e, int64_t now, 
         store_stmt_finish(stmt);
         return -1;
     }
-    if (store_stmt_run(store, stmt, "mailbox_row_remove: tombstone") != 0)
+    if (store_stmt_run(store, stmt, what) != 0)
         return -1;
-    *before = sqlite3_changes(store->db) == 0;
+    e->tombstoned_before = sqlite3_changes(store->db) == 0;
     return 0;
 }
 
@@ -598,11 +596,9 @@ static void removed_facts(sqlite3_stmt *find, const uint8_t *items, const mailbo
 static int removed_tell(store_t *store, store_expired_t *e, int64_t now, store_expired_fn fn,
                         void *arg)
 {
-    int before = 0;
-    if (tombstone_add(store, e, now, &before) != 0)
+    if (store_mailbox_tombstone(store, e, now, "mailbox_row_remove: tombstone") != 0)
         return -1;
     if (fn != NULL) {
-        e->tombstoned_before = before;
         store->in_callback = 1;
         fn(e, arg);
         store->in_callback = 0;

@@ -438,27 +438,6 @@ int64_t store_mailbox_row_set_aside_count(store_t *store)
 
 /* ------------------------------------------------------------------ expiry */
 
-/* The tombstone of a set-aside delivery expired: 0, with e->tombstoned_before
- * set when its seq had one already; -1. */
-static int aside_tombstone(store_t *store, store_expired_t *e, int64_t now)
-{
-    sqlite3_stmt *stmt = store->stmt[STMT_TOMBSTONE_ADD];
-    if (store_bind_int64(store, stmt, 1, (int64_t)e->seq) != 0 ||
-        store_bind_text(store, stmt, 2, e->recipient) != 0 ||
-        store_bind_int64(store, stmt, 3, (int64_t)e->item_seq) != 0 ||
-        store_bind_text(store, stmt, 4, e->rule_id) != 0 ||
-        store_bind_text(store, stmt, 5, e->rule_hash) != 0 ||
-        store_bind_int64(store, stmt, 6, e->expires_at) != 0 ||
-        store_bind_int64(store, stmt, 7, now) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    if (store_stmt_run(store, stmt, "mailbox_row_set_aside_expire: tombstone") != 0)
-        return -1;
-    e->tombstoned_before = sqlite3_changes(store->db) == 0;
-    return 0;
-}
-
 /* Expire the row `due` stands on: a tombstone and fn per delivery named,
  * then the row deleted. Finishes `due`. The deliveries expired, or -1. */
 static int64_t aside_expire_row(store_t *store, sqlite3_stmt *due, int64_t now, store_expired_fn fn,
@@ -484,7 +463,8 @@ static int64_t aside_expire_row(store_t *store, sqlite3_stmt *due, int64_t now, 
         aside_delivery(&s, &f, i, &e);
         e.recipient = recipient;
         e.expires_at = expires_at;
-        if (aside_tombstone(store, &e, now) != 0) {
+        if (store_mailbox_tombstone(store, &e, now, "mailbox_row_set_aside_expire: tombstone") !=
+            0) {
             expired = -1;
             break;
         }

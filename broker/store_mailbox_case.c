@@ -668,16 +668,7 @@ static int expire_unreferenced(store_t *store, enum mailbox_stmt_id id, int64_t 
     if (limit > INT_MAX)
         limit = INT_MAX;
     sqlite3_stmt *stmt = store_mailbox_stmt(store, id);
-    if (stmt == NULL)
-        return -1;
-    if (store_bind_int64(store, stmt, 1, now) != 0 ||
-        store_bind_int64(store, stmt, 2, (int64_t)limit) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    if (store_stmt_run(store, stmt, what) != 0)
-        return -1;
-    return sqlite3_changes(store->db);
+    return stmt != NULL ? store_expire_bounded(store, stmt, now, limit, what) : -1;
 }
 
 /* Cost: up to limit candidates of publishes_by_expiry, each looked up in

@@ -74,6 +74,12 @@ enum mailbox_stmt_id {
  * missing among others). */
 sqlite3_stmt *store_mailbox_stmt(store_t *store, enum mailbox_stmt_id id);
 
+/* The tombstone of a delivery removed (expired, revoked, dropped, or a
+ * set-aside one expired): e->tombstoned_before set when its seq had one
+ * already (that one is kept, as store_expire keeps it). what names the
+ * caller in errors. 0 or -1. */
+int store_mailbox_tombstone(store_t *store, store_expired_t *e, int64_t now, const char *what);
+
 /* The done bitmap of the row starting at first_seq as this transaction's
  * acks and removals left it, or NULL when it marked none of the row. */
 const uint8_t *store_mailbox_marked(store_t *store, int64_t first_seq);
