@@ -406,14 +406,19 @@ void deliver_set_aside(broker_t *b)
     }
     for (size_t i = 0; i < n; i++) {
         const revocation_t *v = &b->set_asides[i];
-        store_mailbox_aside_t row;
+        store_mailbox_aside_t row = {0};
         int rc = store_mailbox_row_set_aside(b->store, v->recipient, v->seq, b->now_s, &row);
         if (rc < 0) {
             log_event(LOG_ERROR, "store.set_aside_failed", "error", store_errmsg(b->store), NULL);
             broker_fail_turn(b);
             return;
         }
-        /* The row goes whole: an entry for each of its deliveries not done. */
+        /* The row goes whole: an entry for each of its deliveries not done.
+         * One the push sent before it met the damage (a vouched one, or one
+         * before a delivery whose item does not open) will never be acked
+         * (an ack of it is unknown now): its slot in the window is freed,
+         * as an expiry frees one. */
+        receiver_t *r = sessions_receiver(b->sessions, v->recipient);
         for (uint64_t seq = row.first_seq; rc == 1 && seq <= row.last_seq; seq++) {
             store_set_aside_t x;
             int found = store_mailbox_row_set_aside_get(b->store, seq, &x);
@@ -425,8 +430,10 @@ void deliver_set_aside(broker_t *b)
             }
             if (found == 1 && record_set_aside(b, &x) != 0)
                 return; /* the turn fails (recorded by record.c) */
+            if (found == 1 && r != NULL && r->session != NULL && seq <= r->cursor &&
+                r->inflight > 0)
+                r->inflight--;
         }
-        receiver_t *r = sessions_receiver(b->sessions, v->recipient);
         if (r != NULL)
             r->dirty = 1; /* on past it */
     }

@@ -106,7 +106,7 @@ static const char *const mailbox_sql[MB_STMT_COUNT] = {
     /* From the row holding the seq after the cursor: the subquery is one
      * descent, run once; the rows then come in first_seq order. */
     [MB_SCAN] = "SELECT first_seq, n, done, first_item_seq, publish_id, sender, sender_partner,"
-                " message_id, accepted_at, rules, items, body, case_id, is_case_event"
+                " message_id, accepted_at, rules, items, body, case_id, is_case_event, pending"
                 " FROM mailbox WHERE recipient = ?1 AND first_seq >= coalesce((SELECT first_seq"
                 " FROM mailbox WHERE recipient = ?1 AND first_seq <= ?2"
                 " ORDER BY first_seq DESC LIMIT 1), 0) ORDER BY first_seq",
@@ -404,26 +404,18 @@ static mailbox_mark_t *mark_new(store_t *store)
     return &m->marks[m->n_marks++];
 }
 
-static uint32_t done_count(const uint8_t *done, uint32_t n)
-{
-    uint32_t count = 0;
-    for (uint32_t i = 0; i < n; i++)
-        count += (uint32_t)mailbox_done_bit(done, i);
-    return count;
-}
-
 /* The current row of MB_FIND as a new mark of recipient's. NULL with the
  * failure (a damaged row is refused). */
 static mailbox_mark_t *mark_load(store_t *store, sqlite3_stmt *find, const char *recipient)
 {
-    int64_t n = sqlite3_column_int64(find, FC_N), pending = sqlite3_column_int64(find, FC_PENDING);
+    int64_t n = sqlite3_column_int64(find, FC_N);
     int done_type = sqlite3_column_type(find, FC_DONE);
     size_t done_len = 0;
     const uint8_t *done =
         done_type == SQLITE_BLOB ? store_column_bytes(find, FC_DONE, &done_len) : NULL;
-    if (!mailbox_span_ok(sqlite3_column_int64(find, FC_FIRST_SEQ), n) || pending < 0 ||
-        pending > n ||
-        (done_type != SQLITE_NULL && (done == NULL || done_len != ((size_t)n + 7) / 8))) {
+    if (!mailbox_span_ok(sqlite3_column_int64(find, FC_FIRST_SEQ), n) ||
+        (done_type != SQLITE_NULL && (done == NULL || done_len != ((size_t)n + 7) / 8)) ||
+        !mailbox_pending_ok(find, FC_PENDING, n, done)) {
         store_refuse(store, "mailbox", "damaged row: n, pending or done as no broker writes them");
         return NULL;
     }
@@ -435,7 +427,7 @@ static mailbox_mark_t *mark_load(store_t *store, sqlite3_stmt *find, const char 
     memset(mark->done, 0, sizeof mark->done);
     if (done != NULL)
         memcpy(mark->done, done, done_len);
-    mark->pending = mark->n - done_count(mark->done, mark->n);
+    mark->pending = mark->n - mailbox_done_count(mark->done, mark->n);
     mark->marked = 0;
     strcpy(mark->recipient, recipient);
     return mark;
@@ -729,11 +721,16 @@ static int expire_row(store_t *store, sqlite3_stmt *next, int64_t now, size_t li
  * failure was not the row's (SQLite, memory), or it cannot be. */
 static int expire_set_aside(store_t *store, const char *recipient, int64_t first_seq, int64_t now)
 {
-    if (store->last_rc != 0 || strstr(store->errmsg, "damaged row") == NULL || recipient[0] == 0 ||
-        first_seq <= 0)
+    if (store->last_rc != 0 || strstr(store->errmsg, "damaged row") == NULL || first_seq <= 0)
         return -1;
     char why[sizeof store->errmsg];
     snprintf(why, sizeof why, "%s", store->errmsg);
+    if (recipient[0] == 0) { /* not found again by recipient: moved by its rowid */
+        if (store_mailbox_row_set_aside_unread(store, first_seq, now, why) != 0)
+            return -1;
+        store->mailbox->aside_by_expiry++;
+        return 0;
+    }
     store_mailbox_aside_t aside;
     int rc = store_mailbox_row_set_aside(store, recipient, (uint64_t)first_seq, now, &aside);
     if (rc == 1) {

@@ -283,6 +283,16 @@ typedef struct store_mailbox_aside {
 int store_mailbox_row_set_aside(store_t *store, const char *recipient, uint64_t seq, int64_t now,
                                 store_mailbox_aside_t *out);
 
+/* A waiting row whose recipient cannot be read (too long, or no text: a
+ * file altered outside SQLite), so that no scan or descent by recipient
+ * finds it: moved into mailbox_set_aside as it is, by its first_seq,
+ * with reason, inside the caller's transaction; no count changes (none
+ * was kept for a recipient no broker writes). Its deliveries then read as
+ * store_mailbox_row_set_aside_get reads a damaged set-aside row's. For
+ * the expiry sweep, which must not stop at it. 0 or -1. */
+int store_mailbox_row_set_aside_unread(store_t *store, int64_t first_seq, int64_t now,
+                                       const char *reason);
+
 /* store_set_aside_unrecorded over mailbox_set_aside: up to max delivery
  * seqs greater than after, in seq order, of deliveries set aside (seqs of
  * set-aside rows not done) that no "delivery.set_aside" audit entry names.

@@ -263,6 +263,24 @@ static int aside_move(store_t *store, const aside_found_t *x, int64_t now, const
     return 0;
 }
 
+/* Cost: the copy and the delete of store_mailbox_row_set_aside, no check
+ * (the caller found the row unreadable) and no count (no recipient to
+ * count it for). */
+int store_mailbox_row_set_aside_unread(store_t *store, int64_t first_seq, int64_t now,
+                                       const char *reason)
+{
+    if (store_enter(store, "mailbox_row_set_aside") != 0)
+        return -1;
+    if (!store->txn_open || sqlite3_get_autocommit(store->db) || reason == NULL) {
+        store_refuse(store, "mailbox_row_set_aside",
+                     "a reason and an open transaction are required");
+        return -1;
+    }
+    store_mailbox_unmark(store, first_seq); /* nothing of it can be written back */
+    aside_found_t x = {.first_seq = first_seq, .has_mark = 0};
+    return aside_move(store, &x, now, reason);
+}
+
 int store_mailbox_row_set_aside(store_t *store, const char *recipient, uint64_t seq, int64_t now,
                                 store_mailbox_aside_t *out)
 {

@@ -193,4 +193,26 @@ static inline int mailbox_done_bit(const uint8_t *done, size_t i)
     return done != NULL && (done[i / 8] >> (i % 8)) & 1;
 }
 
+/* How many of a row's n deliveries its done bitmap marks. */
+static inline uint32_t mailbox_done_count(const uint8_t *done, uint32_t n)
+{
+    uint32_t count = 0;
+    for (uint32_t i = 0; done != NULL && i < n; i++)
+        count += (uint32_t)mailbox_done_bit(done, i);
+    return count;
+}
+
+/* A row's pending column (col of stmt) as every writer leaves it: an
+ * integer, the deliveries of its n (in range) its done bitmap (read and
+ * of the right size) does not mark, at least one. Every reader refuses a
+ * row whose pending says otherwise as damaged, so that the push sets it
+ * aside rather than send what no ack, expiry or removal could then
+ * write (the seal does not bind pending). */
+static inline int mailbox_pending_ok(sqlite3_stmt *stmt, int col, int64_t n, const uint8_t *done)
+{
+    int64_t pending = sqlite3_column_int64(stmt, col);
+    return sqlite3_column_type(stmt, col) == SQLITE_INTEGER && pending >= 1 &&
+           pending == n - (int64_t)mailbox_done_count(done, (uint32_t)n);
+}
+
 #endif

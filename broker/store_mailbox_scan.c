@@ -32,7 +32,8 @@ enum scan_col {
     SC_ITEMS,
     SC_BODY,
     SC_CASE_ID,
-    SC_IS_CASE_EVENT
+    SC_IS_CASE_EVENT,
+    SC_PENDING
 };
 
 /* ------------------------------------------------------------------ the scan */
@@ -105,7 +106,8 @@ static int scan_read(store_t *store, sqlite3_stmt *stmt, const char *recipient, 
         items_len != 4 * (size_t)n || c->rules == NULL ||
         (done_type != SQLITE_NULL && (r->done == NULL || done_len != ((size_t)n + 7) / 8)) ||
         (c->case_id == NULL && sqlite3_column_type(stmt, SC_CASE_ID) != SQLITE_NULL) ||
-        (c->case_id == NULL && c->is_case_event) || (c->case_id != NULL && n != 1))
+        (c->case_id == NULL && c->is_case_event) || (c->case_id != NULL && n != 1) ||
+        !mailbox_pending_ok(stmt, SC_PENDING, n, r->done))
         return scan_damaged(store, "damaged row: a column no broker writes so");
     c->n = (uint32_t)n;
     int parsed = store_mailbox_rules_parse(c->rules, rules_len, (size_t)n, &r->rules);

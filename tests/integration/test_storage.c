@@ -2871,6 +2871,54 @@ static int64_t storage_set_aside_entries(const h_env_t *env, int64_t seq)
     return h_store_int(env, sql, NULL);
 }
 
+/* A row of three deliveries whose third item no longer opens: the push
+ * sends the first two, stops at the third, and the row is set aside whole.
+ * The two sent can never be acked now, so their slots in the recipient's
+ * window are freed: with a window of three, the next two deliveries come
+ * at once, unacked, not one of them only until the ack timeout (60 s). */
+static void test_row_set_aside_after_deliveries_sent_frees_their_slots(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t three[3] = {h_police_signal("BVH-2024-12301"),
+                                 h_police_signal("BVH-2024-12302"),
+                                 h_police_signal("BVH-2024-12303")};
+    assert_int_equal(schakel_publish(politie, NULL, three, 3, NULL, NULL, NULL, NULL, H_TIMEOUT_MS),
+                     SCHAKEL_OK);
+    schakel_close(&politie);
+    assert_int_equal(h_store_int(env, "SELECT n FROM mailbox WHERE recipient = ?1", H_OM), 3);
+    int64_t first = h_store_int(env, "SELECT first_seq FROM mailbox WHERE recipient = ?1", H_OM);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_store_exec(env, "UPDATE items SET body = substr(body, 1, length(body) - 1) WHERE seq ="
+                      " (SELECT first_item_seq + 2 FROM mailbox WHERE recipient = 'om/parket')");
+    long offset = h_log_offset(env);
+    h_broker_start(env);
+    schakel_client_t *om = h_connect(env, H_OM);
+    assert_int_equal(schakel_subscribe(om, 3), SCHAKEL_OK);
+    for (int64_t k = 0; k < 2; k++) {
+        schakel_delivery_t *d = h_receive(om);
+        assert_int_equal(d->seq, (uint64_t)(first + k));
+        schakel_delivery_free(&d);
+    }
+    char line[96];
+    snprintf(line, sizeof line, "event=delivery.set_aside recipient=%s seq=%lld ", H_OM,
+             (long long)first + 2);
+    if (h_await_log(env, offset, line, H_TIMEOUT_MS) != 0)
+        fail_msg("no \"%s\"", line);
+    politie = h_connect(env, H_POLITIE);
+    assert_int_equal(schakel_publish(politie, NULL, three, 2, NULL, NULL, NULL, NULL, H_TIMEOUT_MS),
+                     SCHAKEL_OK);
+    for (int k = 0; k < 2; k++) { /* unacked: the window's slots are free again */
+        schakel_delivery_t *d = h_receive(om);
+        assert_true(d->seq > (uint64_t)first + 2);
+        assert_int_equal(d->redelivery, 0);
+        schakel_delivery_free(&d);
+    }
+    schakel_close(&politie);
+    schakel_close(&om);
+    h_done(env);
+}
+
 /* A row due whose rule lines do not read (altered with the broker
  * stopped), for a recipient who never connects: the expiry sweep sets it
  * aside whole, recorded in the same turn, instead of failing every turn
@@ -4095,6 +4143,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restore_through_a_link_keeps_the_wal_beside_its_file,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_content_is_sealed_at_rest, h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_row_set_aside_after_deliveries_sent_frees_their_slots,
+                                        h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_damaged_row_due_is_set_aside_by_the_sweep,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_altered_delivery_is_set_aside, h_setup_broker,

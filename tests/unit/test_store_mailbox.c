@@ -721,6 +721,65 @@ static void test_expire_sets_aside_a_damaged_row(void **state)
     assert_int_equal(store_commit(f->store), 0);
 }
 
+/* A row due whose recipient cannot be read (too long: no descent by
+ * recipient finds it again) is set aside by its first seq, not a stop of
+ * the sweep. */
+static void test_expire_sets_aside_a_row_of_no_recipient(void **state)
+{
+    fixture_t *f = *state;
+    published_t p;
+    int64_t first = two_rows(f, &p);
+    store_fixture_raw_exec(f->path,
+                           "UPDATE mailbox SET recipient = replace(hex(zeroblob(300)), '0', 'x')"
+                           " WHERE recipient = '" POLITIE "'");
+    removed_t r = {0};
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_expire(f->store, NOW + 30 * DAY, 10, on_removed, &r), 2);
+    assert_int_equal(store_mailbox_expire_set_aside(f->store), 1);
+    assert_int_equal(r.seq, (uint64_t)first + 5); /* ZORG's expired */
+    assert_int_equal(store_commit(f->store), 0);
+    char sql[96];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM mailbox_set_aside WHERE first_seq = %lld",
+             (long long)first);
+    assert_int_equal(raw_int(f->path, sql), 1);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 0);
+}
+
+/* A pending count that does not agree with the row's done bits (the seal
+ * does not bind it): the scan refuses the row as damaged, so the push sets
+ * it aside, rather than send deliveries no ack could then write. */
+static void test_pending_that_disagrees_is_damage(void **state)
+{
+    fixture_t *f = *state;
+    published_t p;
+    int64_t first = two_rows(f, &p);
+    store_fixture_raw_exec(f->path, "PRAGMA ignore_check_constraints = ON;"
+                                    "UPDATE mailbox SET pending = 7 WHERE recipient = '" ZORG "'");
+    seen_t s;
+    assert_int_equal(scan(f->store, ZORG, 0, 100, &s), -1);
+    assert_non_null(strstr(store_errmsg(f->store), "damaged row"));
+    assert_int_equal(store_scan_unreadable(f->store), (uint64_t)first + 4);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_ack(f->store, ZORG, (uint64_t)first + 4), -1);
+    store_mailbox_aside_t a;
+    assert_int_equal(store_mailbox_row_set_aside(f->store, ZORG, (uint64_t)first + 4, NOW, &a), 1);
+    assert_int_equal(a.n_set_aside, 2);
+    assert_int_equal(store_commit(f->store), 0);
+    /* within the table's check, but not what its done bits leave: damage
+     * too, and the sweep sets it aside as well */
+    store_fixture_raw_exec(f->path,
+                           "UPDATE mailbox SET pending = 3 WHERE recipient = '" POLITIE "'");
+    assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), -1);
+    assert_non_null(strstr(store_errmsg(f->store), "damaged row"));
+    removed_t r = {0};
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_expire(f->store, NOW + 30 * DAY, 10, on_removed, &r), 0);
+    assert_int_equal(store_mailbox_expire_set_aside(f->store), 1);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 2);
+}
+
 /* ------------------------------------------------------------------ cases */
 
 static void test_case_row(void **state)
@@ -868,6 +927,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_remove, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_expire, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_expire_sets_aside_a_damaged_row, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_expire_sets_aside_a_row_of_no_recipient, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_pending_that_disagrees_is_damage, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_case_row, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_tampered_row_fails_to_open, setup,
