@@ -206,9 +206,10 @@ $(BUILD)/libschakel.pc: clients/libschakel/libschakel.pc.in
 	sed -e 's|@PREFIX@|$(PREFIX)|g' $< > $@
 
 # ---------------------------------------------------------------- tests
+# -Itests: the headers every test tree shares (tests/store_v12_schema.h).
 $(BUILD)/obj/tests/%.o: tests/%.c $(PROTO_H)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(TEST_CFLAGS) -Itests/integration -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(TEST_CFLAGS) -Itests -Itests/integration -MMD -MP -c $< -o $@
 
 # A unit test test_M links the common code, the module M of broker/ or
 # clients/libschakel/ if there is one, and what UNIT_EXTRA_test_M names.

@@ -23,51 +23,7 @@
 #include "store_fixture_v12.h"
 #include "store_internal.h"
 #include "store_mailbox_internal.h"
-
-/* The deliveries tables as schema 12 held them, made as the steps made
- * them (store_schema.c): deliveries by step 1 -> 2 with its indexes, its
- * case columns and index by 3 -> 4 (its two triggers, dropped by 4 -> 5,
- * left out), by_ref by 4 -> 5; deliveries_set_aside by 9 -> 10. */
-static const char v12_tables_sql[] =
-    "CREATE TABLE deliveries ("
-    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    "  recipient TEXT NOT NULL,"
-    "  item_seq INTEGER NOT NULL REFERENCES items(seq),"
-    "  sender TEXT NOT NULL,"
-    "  sender_partner TEXT NOT NULL,"
-    "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
-    "  item_index INTEGER NOT NULL,"
-    "  accepted_at INTEGER NOT NULL,"
-    "  rule_id TEXT NOT NULL,"
-    "  rule_hash TEXT NOT NULL,"
-    "  purpose TEXT NOT NULL,"
-    "  legal_basis TEXT NOT NULL,"
-    "  expires_at INTEGER NOT NULL,"
-    "  body BLOB NOT NULL"
-    ");"
-    "CREATE INDEX deliveries_by_recipient ON deliveries (recipient, seq);"
-    "CREATE INDEX deliveries_by_expiry ON deliveries (expires_at);"
-    "CREATE INDEX deliveries_by_item ON deliveries (item_seq);"
-    "ALTER TABLE deliveries ADD COLUMN case_id TEXT REFERENCES cases(case_id);"
-    "ALTER TABLE deliveries ADD COLUMN is_case_event INTEGER NOT NULL DEFAULT 0"
-    "  CHECK (is_case_event IN (0, 1));"
-    "CREATE INDEX deliveries_by_case ON deliveries (case_id, recipient)"
-    "  WHERE case_id IS NOT NULL;"
-    "ALTER TABLE deliveries ADD COLUMN by_ref INTEGER NOT NULL DEFAULT 0"
-    "  CHECK (by_ref IN (0, 1) AND (by_ref = 0 OR case_id IS NULL));"
-    "CREATE TABLE IF NOT EXISTS deliveries_set_aside ("
-    "  seq INTEGER PRIMARY KEY,"
-    "  recipient, item_seq, message_id, item_index, sender, sender_partner, rule_id,"
-    "  rule_hash, purpose, legal_basis, accepted_at, expires_at, body, case_id,"
-    "  is_case_event, by_ref,"
-    "  set_aside_at INTEGER NOT NULL,"
-    "  reason TEXT NOT NULL"
-    ");"
-    "CREATE INDEX IF NOT EXISTS deliveries_set_aside_by_expiry ON deliveries_set_aside "
-    "(expires_at);"
-    "CREATE INDEX IF NOT EXISTS deliveries_set_aside_by_item ON deliveries_set_aside (item_seq);"
-    "CREATE INDEX IF NOT EXISTS deliveries_set_aside_by_case ON deliveries_set_aside (case_id)"
-    "  WHERE case_id IS NOT NULL;";
+#include "store_v12_schema.h"
 
 /* What schema 13 added, gone; AUTOINCREMENT's mark of deliveries at the
  * highest seq handed out (every seq of schema 12 was a row of it once). */
@@ -389,7 +345,7 @@ void store_fixture_back_to_12(const char *path, const uint8_t key[STORE_KEY_BYTE
     v12_list_t list = {NULL, 0, 0};
     v12_read_waiting(store, &list);
     v12_exec(store->db, "BEGIN IMMEDIATE");
-    v12_exec(store->db, v12_tables_sql);
+    v12_exec(store->db, STORE_V12_TABLES_SQL);
     v12_write_waiting(store, &list);
     size_t set_aside = v12_write_set_aside(store->db);
     v12_exec(store->db, v12_finish_sql);
