@@ -206,9 +206,10 @@ $(BUILD)/libschakel.pc: clients/libschakel/libschakel.pc.in
 	sed -e 's|@PREFIX@|$(PREFIX)|g' $< > $@
 
 # ---------------------------------------------------------------- tests
+# -Itests: the headers every test tree shares (tests/store_v12_schema.h).
 $(BUILD)/obj/tests/%.o: tests/%.c $(PROTO_H)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(TEST_CFLAGS) -Itests/integration -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(TEST_CFLAGS) -Itests -Itests/integration -MMD -MP -c $< -o $@
 
 # A unit test test_M links the common code, the module M of broker/ or
 # clients/libschakel/ if there is one, and what UNIT_EXTRA_test_M names.
@@ -279,16 +280,18 @@ UNIT_EXTRA_test_audit := $(STORE_UNIT_SRC) $(AUDIT_SRC) broker/growarray.c
 UNIT_LDFLAGS_test_audit := -Wl,--wrap=malloc,--wrap=realloc,--wrap=free
 UNIT_EXTRA_test_audit_queued := $(STORE_UNIT_SRC) $(AUDIT_SRC) broker/growarray.c
 UNIT_EXTRA_test_store_case := $(STORE_UNIT_SRC)
-# the mailbox's rows: a case's row needs a case
-UNIT_EXTRA_test_store_mailbox := $(STORE_UNIT_SRC) broker/store_case.c
+# the mailbox's rows (their tests share tests/unit/mailbox_fixture.c): a case's
+# row needs a case
+MAILBOX_UNIT_SRC := $(STORE_UNIT_SRC) broker/store_case.c tests/unit/mailbox_fixture.c
+UNIT_EXTRA_test_store_mailbox := $(MAILBOX_UNIT_SRC)
 # the migration onto the rows, their rekey and seq high (store_mailbox_migrate.c)
-UNIT_EXTRA_test_store_mailbox_migrate := $(STORE_UNIT_SRC) broker/store_case.c
+UNIT_EXTRA_test_store_mailbox_migrate := $(MAILBOX_UNIT_SRC)
 # mailbox rows set aside whole (broker/store_mailbox_aside.c, by the test's name)
-UNIT_EXTRA_test_store_mailbox_aside := $(STORE_UNIT_SRC) broker/store_case.c
+UNIT_EXTRA_test_store_mailbox_aside := $(MAILBOX_UNIT_SRC)
 # cases and expiry's references over the rows (store_mailbox_case.c, by its name)
-UNIT_EXTRA_test_store_mailbox_case := $(STORE_UNIT_SRC) broker/store_case.c
+UNIT_EXTRA_test_store_mailbox_case := $(MAILBOX_UNIT_SRC)
 # the queries over the rows (rule, listing, purge's walk, totals): case rows too
-UNIT_EXTRA_test_store_mailbox_query := $(STORE_UNIT_SRC) broker/store_case.c
+UNIT_EXTRA_test_store_mailbox_query := $(MAILBOX_UNIT_SRC)
 # the admission of a case open: a real store and sessions, broker_reject the test's
 UNIT_EXTRA_test_case_ids := $(STORE_UNIT_SRC) broker/store_case.c broker/session.c broker/table.c \
 	broker/sendq.c broker/log.c

@@ -44,6 +44,7 @@
 #include <sqlite3.h>
 
 #include "keys.h"
+#include "store_v12_schema.h"
 
 extern char **environ;
 
@@ -1665,13 +1666,18 @@ void h_copy_file(const char *from, const char *to)
         fail_msg("copy to %s: %s", to, strerror(errno));
 }
 
-static sqlite3 *h_store_open(const h_env_t *env, int flags)
+static sqlite3 *h_store_open_at(const char *path, int flags)
 {
     sqlite3 *db = NULL;
-    if (sqlite3_open_v2(env->store_path, &db, flags, NULL) != SQLITE_OK)
-        fail_msg("open %s: %s", env->store_path, db != NULL ? sqlite3_errmsg(db) : "no memory");
+    if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK)
+        fail_msg("open %s: %s", path, db != NULL ? sqlite3_errmsg(db) : "no memory");
     sqlite3_busy_timeout(db, H_TIMEOUT_MS);
     return db;
+}
+
+static sqlite3 *h_store_open(const h_env_t *env, int flags)
+{
+    return h_store_open_at(env->store_path, flags);
 }
 
 /* Run `sql`, which changes one row, on the store beside the broker with
@@ -1943,54 +1949,16 @@ void h_mailbox_rule_set(const h_env_t *env, int64_t first_seq, enum h_rule_field
         fail_msg("close %s", env->store_path);
 }
 
-/* The deliveries tables as schemas 5 .. 12 have them (store_schema.c). */
-static const char h_deliveries_tables_sql[] =
-    "CREATE TABLE deliveries ("
-    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    "  recipient TEXT NOT NULL,"
-    "  item_seq INTEGER NOT NULL REFERENCES items(seq),"
-    "  sender TEXT NOT NULL,"
-    "  sender_partner TEXT NOT NULL,"
-    "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
-    "  item_index INTEGER NOT NULL,"
-    "  accepted_at INTEGER NOT NULL,"
-    "  rule_id TEXT NOT NULL,"
-    "  rule_hash TEXT NOT NULL,"
-    "  purpose TEXT NOT NULL,"
-    "  legal_basis TEXT NOT NULL,"
-    "  expires_at INTEGER NOT NULL,"
-    "  body BLOB NOT NULL,"
-    "  case_id TEXT REFERENCES cases(case_id),"
-    "  is_case_event INTEGER NOT NULL DEFAULT 0 CHECK (is_case_event IN (0, 1)),"
-    "  by_ref INTEGER NOT NULL DEFAULT 0"
-    "   CHECK (by_ref IN (0, 1) AND (by_ref = 0 OR case_id IS NULL))"
-    ");"
-    "CREATE INDEX deliveries_by_recipient ON deliveries (recipient, seq);"
-    "CREATE INDEX deliveries_by_expiry ON deliveries (expires_at);"
-    "CREATE INDEX deliveries_by_item ON deliveries (item_seq);"
-    "CREATE INDEX deliveries_by_case ON deliveries (case_id, recipient)"
-    "  WHERE case_id IS NOT NULL;"
-    "CREATE TABLE deliveries_set_aside ("
-    "  seq INTEGER PRIMARY KEY,"
-    "  recipient, item_seq, message_id, item_index, sender, sender_partner, rule_id,"
-    "  rule_hash, purpose, legal_basis, accepted_at, expires_at, body, case_id,"
-    "  is_case_event, by_ref,"
-    "  set_aside_at INTEGER NOT NULL,"
-    "  reason TEXT NOT NULL"
-    ");"
-    "CREATE INDEX deliveries_set_aside_by_expiry ON deliveries_set_aside (expires_at);"
-    "CREATE INDEX deliveries_set_aside_by_item ON deliveries_set_aside (item_seq);"
-    "CREATE INDEX deliveries_set_aside_by_case ON deliveries_set_aside (case_id)"
-    "  WHERE case_id IS NOT NULL;";
-
-int64_t h_store_rewind_mailbox(const h_env_t *env, int version)
+int64_t h_store_rewind_mailbox_at(const char *path, int version)
 {
     if (version < 5 || version > 12)
         fail_msg("h_store_rewind_mailbox: schema %d is not one of 5 .. 12", version);
-    sqlite3 *db = h_store_open(env, SQLITE_OPEN_READWRITE);
+    sqlite3 *db = h_store_open_at(path, SQLITE_OPEN_READWRITE);
     char *message = NULL;
     if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &message) != SQLITE_OK ||
-        sqlite3_exec(db, h_deliveries_tables_sql, NULL, NULL, &message) != SQLITE_OK)
+        sqlite3_exec(db, STORE_V12_DELIVERIES_SQL, NULL, NULL, &message) != SQLITE_OK ||
+        (version >= 10 &&
+         sqlite3_exec(db, STORE_V12_DELIVERIES_SET_ASIDE_SQL, NULL, NULL, &message) != SQLITE_OK))
         fail_msg("the deliveries tables: %s", message);
     sqlite3_stmt *aside = h_prepare(db, "SELECT count(*) FROM mailbox_set_aside");
     if (sqlite3_step(aside) != SQLITE_ROW || sqlite3_column_int64(aside, 0) != 0)
@@ -2050,8 +2018,13 @@ int64_t h_store_rewind_mailbox(const h_env_t *env, int version)
     if (sqlite3_exec(db, tail, NULL, NULL, &message) != SQLITE_OK)
         fail_msg("%s: %s", tail, message);
     if (sqlite3_close(db) != SQLITE_OK)
-        fail_msg("close %s", env->store_path);
+        fail_msg("close %s", path);
     return moved;
+}
+
+int64_t h_store_rewind_mailbox(const h_env_t *env, int version)
+{
+    return h_store_rewind_mailbox_at(env->store_path, version);
 }
 
 int h_closed_port(int *port)

@@ -438,14 +438,19 @@ void h_mailbox_rule_set(const h_env_t *env, int64_t first_seq, enum h_rule_field
                         const char *value);
 
 /* The store beside the broker (stopped) taken back to schema `version`
- * (5 .. 12) as far as the mailbox goes: the deliveries tables of those
- * schemas made again, every delivery waiting in a mailbox row moved into
+ * (5 .. 12) as far as the mailbox goes: the deliveries tables of that
+ * schema made again (deliveries; from schema 10 deliveries_set_aside
+ * beside it, empty), every delivery waiting in a mailbox row moved into
  * deliveries with its columns as the row says (by_ref for a signal's),
  * the mailbox tables dropped and user_version set; the rest of the store
  * is the caller's to take back. Each moved row keeps its row's body,
  * sealed under the rows' layout: none opens as a delivery, and the
- * migration sets each aside. Returns how many were moved. */
+ * migration sets each aside. A row set aside fails the test (it has no
+ * older form here). Returns how many were moved. */
 int64_t h_store_rewind_mailbox(const h_env_t *env, int version);
+
+/* The same for the store file at path (a copy beside the store, say). */
+int64_t h_store_rewind_mailbox_at(const char *path, int version);
 
 /* A command line: args, then `times` pairs of option and value,
  * NULL-terminated, into out (at least n_args + 2 * times + 1 entries). */

@@ -2984,144 +2984,6 @@ static void storage_start_records_none_again(h_env_t *env, const char *const *ex
     store_verify_intact(env, "");
 }
 
-/* The next netstring of a mailbox row's rule lines ("<len>:<bytes>,") at
- * *at, copied into out; fails the test on one that does not read. */
-static void storage_netstring(const char **at, const char *end, char *out, size_t outlen)
-{
-    char *colon = NULL;
-    unsigned long len = strtoul(*at, &colon, 10);
-    if (colon == *at || colon >= end || *colon != ':' || len >= outlen ||
-        (size_t)(end - colon - 1) <= len || colon[1 + len] != ',')
-        fail_msg("rule lines that do not read at \"%.40s\"", *at);
-    memcpy(out, colon + 1, len);
-    out[len] = '\0';
-    *at = colon + 1 + len + 1;
-}
-
-/* Set the store file at path back to schema `version` (8 to 12) as a
- * store of that schema keeps its mailbox: a deliveries table (as schema
- * 12 has it, seqs by AUTOINCREMENT; from schema 10 an empty
- * deliveries_set_aside beside it) with a row per waiting delivery of the
- * mailbox rows, its envelope read from the row's clear columns and its
- * body the row's sealed masks, which open under no layout of a delivery;
- * no mailbox tables. Each row must hold one delivery. The migration a
- * start runs then meets deliveries as an older broker left them: from
- * schema 8 it re-seals them, and sets each aside as not opening under
- * that layout, as it does a delivery sealed since the store was set back
- * (schema 13 then moves it into mailbox_set_aside). */
-static void storage_set_back(const char *path, int version)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *rows = NULL, *insert = NULL;
-    char sql[96];
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
-        sqlite3_exec(db,
-                     "BEGIN;"
-                     "CREATE TABLE deliveries ("
-                     "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-                     "  recipient TEXT NOT NULL,"
-                     "  item_seq INTEGER NOT NULL REFERENCES items(seq),"
-                     "  sender TEXT NOT NULL,"
-                     "  sender_partner TEXT NOT NULL,"
-                     "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
-                     "  item_index INTEGER NOT NULL,"
-                     "  accepted_at INTEGER NOT NULL,"
-                     "  rule_id TEXT NOT NULL,"
-                     "  rule_hash TEXT NOT NULL,"
-                     "  purpose TEXT NOT NULL,"
-                     "  legal_basis TEXT NOT NULL,"
-                     "  expires_at INTEGER NOT NULL,"
-                     "  body BLOB NOT NULL,"
-                     "  case_id TEXT REFERENCES cases(case_id),"
-                     "  is_case_event INTEGER NOT NULL DEFAULT 0 CHECK (is_case_event IN (0, 1)),"
-                     "  by_ref INTEGER NOT NULL DEFAULT 0"
-                     "   CHECK (by_ref IN (0, 1) AND (by_ref = 0 OR case_id IS NULL)));"
-                     "CREATE INDEX deliveries_by_recipient ON deliveries (recipient, seq);"
-                     "CREATE INDEX deliveries_by_expiry ON deliveries (expires_at);"
-                     "CREATE INDEX deliveries_by_item ON deliveries (item_seq);"
-                     "CREATE INDEX deliveries_by_case ON deliveries (case_id, recipient)"
-                     "  WHERE case_id IS NOT NULL;",
-                     NULL, NULL, NULL) != SQLITE_OK ||
-        (version >= 10 &&
-         sqlite3_exec(db,
-                      "CREATE TABLE deliveries_set_aside ("
-                      "  seq INTEGER PRIMARY KEY,"
-                      "  recipient, item_seq, message_id, item_index, sender, sender_partner,"
-                      "  rule_id, rule_hash, purpose, legal_basis, accepted_at, expires_at, body,"
-                      "  case_id, is_case_event, by_ref,"
-                      "  set_aside_at INTEGER NOT NULL,"
-                      "  reason TEXT NOT NULL);"
-                      "CREATE INDEX deliveries_set_aside_by_expiry ON deliveries_set_aside"
-                      "  (expires_at);"
-                      "CREATE INDEX deliveries_set_aside_by_item ON deliveries_set_aside"
-                      "  (item_seq);"
-                      "CREATE INDEX deliveries_set_aside_by_case ON deliveries_set_aside"
-                      "  (case_id) WHERE case_id IS NOT NULL;",
-                      NULL, NULL, NULL) != SQLITE_OK) ||
-        sqlite3_prepare_v2(db,
-                           "SELECT first_seq, recipient, n, first_item_seq, sender,"
-                           " sender_partner, message_id, accepted_at, rules, items, body,"
-                           " case_id, is_case_event, done IS NULL FROM mailbox ORDER BY first_seq",
-                           -1, &rows, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db,
-                           "INSERT INTO deliveries (seq, recipient, item_seq, sender,"
-                           " sender_partner, message_id, item_index, accepted_at, rule_id,"
-                           " rule_hash, purpose, legal_basis, expires_at, body, case_id,"
-                           " is_case_event, by_ref)"
-                           " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
-                           " ?15, ?16, ?15 IS NULL)",
-                           -1, &insert, NULL) != SQLITE_OK)
-        fail_msg("set %s back: %s", path, sqlite3_errmsg(db));
-    int rc;
-    while ((rc = sqlite3_step(rows)) == SQLITE_ROW) {
-        const char *rules = (const char *)sqlite3_column_text(rows, 8);
-        const uint8_t *items = sqlite3_column_blob(rows, 9);
-        if (sqlite3_column_int64(rows, 2) != 1 || sqlite3_column_int(rows, 13) != 1 ||
-            rules == NULL || items == NULL || sqlite3_column_bytes(rows, 9) != 4)
-            fail_msg("set %s back: mailbox row %lld holds more than one delivery", path,
-                     (long long)sqlite3_column_int64(rows, 0));
-        const char *end = rules + sqlite3_column_bytes(rows, 8);
-        char expiry[24], rule_id[128], rule_hash[128], purpose[256], legal_basis[256];
-        storage_netstring(&rules, end, expiry, sizeof expiry);
-        storage_netstring(&rules, end, rule_id, sizeof rule_id);
-        storage_netstring(&rules, end, rule_hash, sizeof rule_hash);
-        storage_netstring(&rules, end, purpose, sizeof purpose);
-        storage_netstring(&rules, end, legal_basis, sizeof legal_basis);
-        sqlite3_reset(insert);
-        sqlite3_clear_bindings(insert);
-        static const int same[][2] = {{1, 0}, {2, 1}, {3, 3}, {4, 4}, {5, 5}, {6, 6}};
-        for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) /* seq .. message id */
-            sqlite3_bind_value(insert, same[i][0], sqlite3_column_value(rows, same[i][1]));
-        sqlite3_bind_int(insert, 7, items[0] | items[1] << 8);
-        sqlite3_bind_value(insert, 8, sqlite3_column_value(rows, 7));
-        sqlite3_bind_text(insert, 9, rule_id, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(insert, 10, rule_hash, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(insert, 11, purpose, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(insert, 12, legal_basis, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(insert, 13, strtoll(expiry, NULL, 10));
-        sqlite3_bind_value(insert, 14, sqlite3_column_value(rows, 10));
-        sqlite3_bind_value(insert, 15, sqlite3_column_value(rows, 11));
-        sqlite3_bind_value(insert, 16, sqlite3_column_value(rows, 12));
-        if (sqlite3_step(insert) != SQLITE_DONE)
-            fail_msg("set %s back: %s", path, sqlite3_errmsg(db));
-    }
-    if (rc != SQLITE_DONE)
-        fail_msg("set %s back: %s", path, sqlite3_errmsg(db));
-    sqlite3_finalize(insert);
-    sqlite3_finalize(rows);
-    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", version);
-    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM mailbox_set_aside", -1, &rows, NULL) !=
-            SQLITE_OK ||
-        sqlite3_step(rows) != SQLITE_ROW || sqlite3_column_int64(rows, 0) != 0)
-        fail_msg("set %s back: rows set aside, for which it makes no older form", path);
-    sqlite3_finalize(rows);
-    if (sqlite3_exec(db, "DROP TABLE mailbox; DROP TABLE mailbox_set_aside; COMMIT", NULL, NULL,
-                     NULL) != SQLITE_OK ||
-        sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
-        fail_msg("set %s back: %s", path, sqlite3_errmsg(db));
-    sqlite3_close(db);
-}
-
 /* schakeld --rekey of a store of schema 8 (here: one set back to it, whose
  * waiting delivery, sealed since, does not open under that layout): the
  * migration sets the delivery aside, and the rekey records it as a
@@ -3138,7 +3000,7 @@ static void test_rekey_records_rows_set_aside_by_migration(void **state)
     int64_t item_seq = 0;
     int64_t seq = storage_only_delivery(env, &item_seq);
     assert_int_equal(h_broker_stop(env), 0);
-    storage_set_back(env->store_path, 8);
+    assert_int_equal(h_store_rewind_mailbox(env, 8), 1);
     char current[192], fresh[192], says[256], line[96];
     snprintf(current, sizeof current, "%s/keys/store.key", env->dir);
     snprintf(fresh, sizeof fresh, "%s/keys/store-2.key", env->dir);
@@ -3187,7 +3049,7 @@ static void test_start_refused_until_set_aside_rows_are_recorded(void **state)
     int64_t item_seq = 0;
     int64_t seq = storage_only_delivery(env, &item_seq);
     assert_int_equal(h_broker_stop(env), 0);
-    storage_set_back(env->store_path, 8);
+    assert_int_equal(h_store_rewind_mailbox(env, 8), 1);
     h_store_exec(env, "CREATE TRIGGER test_refuse BEFORE INSERT ON audit"
                       " WHEN NEW.event = 'delivery.set_aside'"
                       " BEGIN SELECT RAISE(FAIL, 'refused by the test'); END");
@@ -3235,7 +3097,7 @@ static void test_restore_records_rows_set_aside_by_migration(void **state)
     snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
     snprintf(sql, sizeof sql, "VACUUM INTO '%s'", backup);
     h_store_exec(env, sql);
-    storage_set_back(backup, 8);
+    assert_int_equal(h_store_rewind_mailbox_at(backup, 8), 1);
     h_cli_result_t res;
     int status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
     snprintf(line, sizeof line, "event=delivery.set_aside recipient=%s seq=%lld ", H_OM,
@@ -3286,7 +3148,7 @@ static void test_restore_of_a_schema_11_backup_passes_delivery_seq_high(void **s
     snprintf(backup, sizeof backup, "%s/backup-11.db", env->dir);
     snprintf(sql, sizeof sql, "VACUUM INTO '%s'", backup);
     h_store_exec(env, sql);
-    storage_set_back(backup, 11);
+    assert_int_equal(h_store_rewind_mailbox_at(backup, 11), 0); /* every delivery acked */
     sqlite3 *db = NULL;
     if (sqlite3_open_v2(backup, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
         sqlite3_exec(db,

@@ -15,6 +15,7 @@
 
 #include "keys.h"
 #include "store.h"
+#include "store_v12_schema.h"
 
 /* A test's own folder and the store opened at path (dir/store.db). */
 typedef struct store_fixture {
@@ -119,49 +120,13 @@ int64_t store_fixture_db_int(sqlite3 *db, const char *sql);
 
 /* SQL that gives the mailbox of a current store the shape it had before
  * schema 13: the deliveries and deliveries_set_aside tables of schema 12
- * (a row per delivery; columns, indexes and constraints as steps 2 to 10
- * left them), empty, and no mailbox tables. The mailbox rows go with
+ * (STORE_V12_TABLES_SQL), empty, and no mailbox tables. The mailbox rows go with
  * their tables: a test that needs deliveries writes them after it
  * (store_fixture_delivery_put). Run it with the rest of a downgrade,
  * before setting the older user_version. */
 #define STORE_FIXTURE_MAILBOX_BEFORE_13                                                            \
     "DROP TABLE mailbox;"                                                                          \
-    "DROP TABLE mailbox_set_aside;"                                                                \
-    "CREATE TABLE deliveries ("                                                                    \
-    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"                                                     \
-    "  recipient TEXT NOT NULL,"                                                                   \
-    "  item_seq INTEGER NOT NULL REFERENCES items(seq),"                                           \
-    "  sender TEXT NOT NULL,"                                                                      \
-    "  sender_partner TEXT NOT NULL,"                                                              \
-    "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"                                  \
-    "  item_index INTEGER NOT NULL,"                                                               \
-    "  accepted_at INTEGER NOT NULL,"                                                              \
-    "  rule_id TEXT NOT NULL,"                                                                     \
-    "  rule_hash TEXT NOT NULL,"                                                                   \
-    "  purpose TEXT NOT NULL,"                                                                     \
-    "  legal_basis TEXT NOT NULL,"                                                                 \
-    "  expires_at INTEGER NOT NULL,"                                                               \
-    "  body BLOB NOT NULL,"                                                                        \
-    "  case_id TEXT REFERENCES cases(case_id),"                                                    \
-    "  is_case_event INTEGER NOT NULL DEFAULT 0 CHECK (is_case_event IN (0, 1)),"                  \
-    "  by_ref INTEGER NOT NULL DEFAULT 0"                                                          \
-    "  CHECK (by_ref IN (0, 1) AND (by_ref = 0 OR case_id IS NULL)));"                             \
-    "CREATE INDEX deliveries_by_recipient ON deliveries (recipient, seq);"                         \
-    "CREATE INDEX deliveries_by_expiry ON deliveries (expires_at);"                                \
-    "CREATE INDEX deliveries_by_item ON deliveries (item_seq);"                                    \
-    "CREATE INDEX deliveries_by_case ON deliveries (case_id, recipient)"                           \
-    "  WHERE case_id IS NOT NULL;"                                                                 \
-    "CREATE TABLE deliveries_set_aside ("                                                          \
-    "  seq INTEGER PRIMARY KEY,"                                                                   \
-    "  recipient, item_seq, message_id, item_index, sender, sender_partner, rule_id,"              \
-    "  rule_hash, purpose, legal_basis, accepted_at, expires_at, body, case_id,"                   \
-    "  is_case_event, by_ref,"                                                                     \
-    "  set_aside_at INTEGER NOT NULL,"                                                             \
-    "  reason TEXT NOT NULL);"                                                                     \
-    "CREATE INDEX deliveries_set_aside_by_expiry ON deliveries_set_aside (expires_at);"            \
-    "CREATE INDEX deliveries_set_aside_by_item ON deliveries_set_aside (item_seq);"                \
-    "CREATE INDEX deliveries_set_aside_by_case ON deliveries_set_aside (case_id)"                  \
-    "  WHERE case_id IS NOT NULL;"
+    "DROP TABLE mailbox_set_aside;" STORE_V12_TABLES_SQL
 
 /* A delivery's associated data as store.h documents it, built here apart
  * from the store's own code: STORE_FIXTURE_LAYOUT_ENVELOPE (schema 9: the

@@ -1,10 +1,10 @@
 /*
  * store_fixture_v12.c — a store of schema 12 made from one of schema 13
  * (store_fixture_v12.h): the mailbox rows read back through the store's
- * own scan, each pending delivery written as a deliveries row sealed with
- * the store's seal functions under the layout of schema 9 to 12, the
- * set-aside rows expanded into deliveries_set_aside, the mailbox tables
- * dropped. Trusts the test that calls it; every failure fails that test.
+ * own scan, each pending delivery written as a deliveries row by
+ * store_fixture_delivery_put (sealed under the layout of schema 9 to 12),
+ * the set-aside rows expanded into deliveries_set_aside, the mailbox
+ * tables dropped. Trusts the test that calls it; every failure fails that test.
  */
 #include <limits.h>
 #include <setjmp.h>
@@ -23,51 +23,7 @@
 #include "store_fixture_v12.h"
 #include "store_internal.h"
 #include "store_mailbox_internal.h"
-
-/* The deliveries tables as schema 12 held them, made as the steps made
- * them (store_schema.c): deliveries by step 1 -> 2 with its indexes, its
- * case columns and index by 3 -> 4 (its two triggers, dropped by 4 -> 5,
- * left out), by_ref by 4 -> 5; deliveries_set_aside by 9 -> 10. */
-static const char v12_tables_sql[] =
-    "CREATE TABLE deliveries ("
-    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    "  recipient TEXT NOT NULL,"
-    "  item_seq INTEGER NOT NULL REFERENCES items(seq),"
-    "  sender TEXT NOT NULL,"
-    "  sender_partner TEXT NOT NULL,"
-    "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
-    "  item_index INTEGER NOT NULL,"
-    "  accepted_at INTEGER NOT NULL,"
-    "  rule_id TEXT NOT NULL,"
-    "  rule_hash TEXT NOT NULL,"
-    "  purpose TEXT NOT NULL,"
-    "  legal_basis TEXT NOT NULL,"
-    "  expires_at INTEGER NOT NULL,"
-    "  body BLOB NOT NULL"
-    ");"
-    "CREATE INDEX deliveries_by_recipient ON deliveries (recipient, seq);"
-    "CREATE INDEX deliveries_by_expiry ON deliveries (expires_at);"
-    "CREATE INDEX deliveries_by_item ON deliveries (item_seq);"
-    "ALTER TABLE deliveries ADD COLUMN case_id TEXT REFERENCES cases(case_id);"
-    "ALTER TABLE deliveries ADD COLUMN is_case_event INTEGER NOT NULL DEFAULT 0"
-    "  CHECK (is_case_event IN (0, 1));"
-    "CREATE INDEX deliveries_by_case ON deliveries (case_id, recipient)"
-    "  WHERE case_id IS NOT NULL;"
-    "ALTER TABLE deliveries ADD COLUMN by_ref INTEGER NOT NULL DEFAULT 0"
-    "  CHECK (by_ref IN (0, 1) AND (by_ref = 0 OR case_id IS NULL));"
-    "CREATE TABLE IF NOT EXISTS deliveries_set_aside ("
-    "  seq INTEGER PRIMARY KEY,"
-    "  recipient, item_seq, message_id, item_index, sender, sender_partner, rule_id,"
-    "  rule_hash, purpose, legal_basis, accepted_at, expires_at, body, case_id,"
-    "  is_case_event, by_ref,"
-    "  set_aside_at INTEGER NOT NULL,"
-    "  reason TEXT NOT NULL"
-    ");"
-    "CREATE INDEX IF NOT EXISTS deliveries_set_aside_by_expiry ON deliveries_set_aside "
-    "(expires_at);"
-    "CREATE INDEX IF NOT EXISTS deliveries_set_aside_by_item ON deliveries_set_aside (item_seq);"
-    "CREATE INDEX IF NOT EXISTS deliveries_set_aside_by_case ON deliveries_set_aside (case_id)"
-    "  WHERE case_id IS NOT NULL;";
+#include "store_v12_schema.h"
 
 /* What schema 13 added, gone; AUTOINCREMENT's mark of deliveries at the
  * highest seq handed out (every seq of schema 12 was a row of it once). */
@@ -80,12 +36,6 @@ static const char v12_finish_sql[] =
     "DROP TABLE mailbox;"
     "DROP TABLE mailbox_set_aside;"
     "PRAGMA user_version = 12;";
-
-static const char v12_insert_sql[] =
-    "INSERT INTO deliveries (seq, recipient, item_seq, message_id, item_index, sender,"
-    " sender_partner, rule_id, rule_hash, purpose, legal_basis, accepted_at, expires_at, body,"
-    " case_id, is_case_event, by_ref)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
 
 static const char v12_aside_insert_sql[] =
     "INSERT INTO deliveries_set_aside (seq, recipient, item_seq, message_id, item_index, sender,"
@@ -230,50 +180,19 @@ static void v12_read_waiting(store_t *store, v12_list_t *list)
     free(name);
 }
 
-/* Write list's deliveries into deliveries, each sealed as schema 9 to 12
- * sealed it: its field mask (4 bytes little-endian) or its case body. */
-static void v12_write_waiting(store_t *store, const v12_list_t *list)
+/* Write list's deliveries into deliveries as store_fixture_delivery_put
+ * does (sealed as schema 9 to 12 sealed them: the field mask of a
+ * delivery by reference, the body of a case's), by reference unless a
+ * case's. */
+static void v12_write_waiting(store_t *store, const uint8_t key[STORE_KEY_BYTES],
+                              const v12_list_t *list)
 {
-    sqlite3_stmt *insert = NULL;
-    assert_int_equal(sqlite3_prepare_v2(store->db, v12_insert_sql, -1, &insert, NULL), SQLITE_OK);
     for (size_t i = 0; i < list->n; i++) {
         store_delivery_t d = list->all[i].d;
         d.message_id = list->all[i].message_id; /* the list may have moved since */
         d.by_ref = d.case_id == NULL;
-        uint8_t mask[4] = {(uint8_t)d.fields, (uint8_t)(d.fields >> 8), (uint8_t)(d.fields >> 16),
-                           (uint8_t)(d.fields >> 24)};
-        store_seal_ad_t ad;
-        assert_int_equal(store_seal_ad_delivery(&ad, (int64_t)d.seq, &d), 0);
-        assert_int_equal(sqlite3_bind_int64(insert, 1, (int64_t)d.seq), SQLITE_OK);
-        assert_int_equal(sqlite3_bind_text(insert, 2, d.recipient, -1, SQLITE_STATIC), SQLITE_OK);
-        assert_int_equal(sqlite3_bind_int64(insert, 3, (int64_t)d.item_seq), SQLITE_OK);
-        assert_int_equal(sqlite3_bind_blob(insert, 4, d.message_id, 16, SQLITE_STATIC), SQLITE_OK);
-        assert_int_equal(sqlite3_bind_int64(insert, 5, d.item_index), SQLITE_OK);
-        const char *texts[6] = {d.sender,    d.sender_partner, d.rule_id,
-                                d.rule_hash, d.purpose,        d.legal_basis};
-        for (int t = 0; t < 6; t++)
-            assert_int_equal(sqlite3_bind_text(insert, 6 + t, texts[t], -1, SQLITE_STATIC),
-                             SQLITE_OK);
-        assert_int_equal(sqlite3_bind_int64(insert, 12, d.accepted_at), SQLITE_OK);
-        assert_int_equal(sqlite3_bind_int64(insert, 13, d.expires_at), SQLITE_OK);
-        if (store_seal_bind(store, insert, 14, &ad, d.by_ref ? mask : d.body,
-                            d.by_ref ? sizeof mask : d.body_len) != 0)
-            fail_msg("back to 12: seal delivery %llu: %s", (unsigned long long)d.seq,
-                     store_errmsg(store));
-        assert_int_equal(d.case_id != NULL
-                             ? sqlite3_bind_text(insert, 15, d.case_id, -1, SQLITE_STATIC)
-                             : sqlite3_bind_null(insert, 15),
-                         SQLITE_OK);
-        assert_int_equal(sqlite3_bind_int64(insert, 16, d.is_case_event ? 1 : 0), SQLITE_OK);
-        assert_int_equal(sqlite3_bind_int64(insert, 17, d.by_ref), SQLITE_OK);
-        if (sqlite3_step(insert) != SQLITE_DONE)
-            fail_msg("back to 12: delivery %llu: %s", (unsigned long long)d.seq,
-                     sqlite3_errmsg(store->db));
-        assert_int_equal(sqlite3_reset(insert), SQLITE_OK);
-        assert_int_equal(sqlite3_clear_bindings(insert), SQLITE_OK);
-        sodium_memzero(mask, sizeof mask);
+        store_fixture_delivery_put(store->db, key, &d);
     }
-    assert_int_equal(sqlite3_finalize(insert), SQLITE_OK);
 }
 
 /* ------------------------------------------------------------------ the set-aside rows */
@@ -389,8 +308,8 @@ void store_fixture_back_to_12(const char *path, const uint8_t key[STORE_KEY_BYTE
     v12_list_t list = {NULL, 0, 0};
     v12_read_waiting(store, &list);
     v12_exec(store->db, "BEGIN IMMEDIATE");
-    v12_exec(store->db, v12_tables_sql);
-    v12_write_waiting(store, &list);
+    v12_exec(store->db, STORE_V12_TABLES_SQL);
+    v12_write_waiting(store, key, &list);
     size_t set_aside = v12_write_set_aside(store->db);
     v12_exec(store->db, v12_finish_sql);
     v12_exec(store->db, "COMMIT");

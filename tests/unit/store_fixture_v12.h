@@ -22,11 +22,13 @@ typedef struct store_fixture_v12 {
 
 /* Turn the closed schema-13 store at path (under key) into what schema 12
  * held, in one transaction of the store's own connection: `deliveries` and
- * `deliveries_set_aside` made as the schema steps made them; one
- * deliveries row per pending delivery of each mailbox row (its clear
- * columns from the row, its rule's from the row's rule lines, its body the
- * field mask of its rule slot as 4 bytes little-endian, or a case row's
- * body, sealed under the layout of schema 9 to 12, store_seal_ad_delivery);
+ * `deliveries_set_aside` made as the schema steps made them
+ * (STORE_V12_TABLES_SQL); one deliveries row per pending delivery of each
+ * mailbox row (its clear columns from the row, its rule's from the row's
+ * rule lines, its body the field mask of its rule slot as 4 bytes
+ * little-endian, or a case row's body, written by
+ * store_fixture_delivery_put: sealed under the layout of schema 9 to 12,
+ * its associated data built apart from the store's code);
  * one deliveries_set_aside row per delivery not done of each set-aside row
  * (its columns likewise, body, expires_at, when and why copied as they
  * are; a row whose rule lines or items do not parse gives one row at its

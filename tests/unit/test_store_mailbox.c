@@ -18,127 +18,18 @@
 #include <sodium.h>
 #include <sqlite3.h>
 
+#include "mailbox_fixture.h"
 #include "schakel_limits.h"
 #include "store.h"
 #include "store_fixture.h"
 #include "store_mailbox.h"
 
-#define SENDER "gemeente/meldingen"
-#define PARTNER "gemeente"
-#define POLITIE "politie/signalen"
-#define ZORG "zorg/wijkteam"
-#define NOW 1750000000LL
-#define DAY 86400LL
-
-typedef store_fixture_t fixture_t;
-
-static uint8_t test_key[STORE_KEY_BYTES];
-
 static int setup(void **state)
 {
-    fixture_t *f = store_fixture_new("schakel-mailbox", test_key);
-    if (store_mailbox_schema(f->store) != 0)
-        fail_msg("mailbox schema: %s", store_errmsg(f->store));
-    *state = f;
-    return 0;
-}
-
-static void reopen(fixture_t *f)
-{
-    store_close(&f->store);
-    f->store = store_fixture_open(f->path, test_key);
-}
-
-static int64_t raw_int(const char *path, const char *sql)
-{
-    sqlite3 *db = store_fixture_raw_open(path);
-    int64_t value = store_fixture_db_int(db, sql);
-    assert_int_equal(sqlite3_close(db), SQLITE_OK);
-    return value;
+    return mailbox_fixture_setup(state, "schakel-mailbox");
 }
 
 /* ------------------------------------------------------------------ a publish and its rows */
-
-/* A publish of n_items items (bytes "item <k>"), its id message_id[0] = tag. */
-typedef struct published {
-    uint8_t message_id[16];
-    int64_t publish_id;
-    int64_t item_seq[8];
-    size_t n_items;
-} published_t;
-
-static void item_text(const published_t *p, size_t k, char *out, size_t len)
-{
-    snprintf(out, len, "item %u of publish %lld", (unsigned)k, (long long)p->publish_id);
-}
-
-/* Inside the open transaction. */
-static void publish(store_t *store, uint8_t tag, size_t n_items, published_t *p)
-{
-    uint8_t hash[32] = {tag}, sig[64] = {tag}, root[32] = {tag};
-    memset(p, 0, sizeof *p);
-    p->message_id[0] = tag;
-    p->n_items = n_items;
-    p->publish_id = store_publish_add(store, SENDER, p->message_id, hash, sig, root, NOW);
-    assert_true(p->publish_id > 0);
-    for (size_t k = 0; k < n_items; k++) {
-        char text[64];
-        item_text(p, k, text, sizeof text);
-        p->item_seq[k] =
-            store_item_add(store, p->publish_id, (uint32_t)k, (const uint8_t *)text, strlen(text));
-        assert_true(p->item_seq[k] > 0);
-    }
-}
-
-/* Two rules: a short one (fields 0x3) and a long one (fields 0x5, a
- * purpose with a newline and a comma in it). */
-static const store_mailbox_rule_t two_rules[2] = {
-    {"gemeente-naar-politie", "aa11", "Signalering", "Gemeentewet art. 172", NOW + DAY, 0x3},
-    {"gemeente-naar-zorg", "bb22", "Zorg, en\nnazorg", "Wmo 2015: art. 5.2", NOW + 30 * DAY, 0x5},
-};
-
-/* A row of p's items items[0 .. n) for recipient at first_seq, slot k of
- * entry k given by slots. */
-static store_mailbox_row_t row_of(const published_t *p, const char *recipient, uint64_t first_seq,
-                                  const size_t *items, const uint32_t *slots, size_t n,
-                                  store_mailbox_entry_t *entries)
-{
-    for (size_t k = 0; k < n; k++)
-        entries[k] =
-            (store_mailbox_entry_t){(uint64_t)p->item_seq[items[k]], (uint32_t)items[k], slots[k]};
-    return (store_mailbox_row_t){
-        .first_seq = first_seq,
-        .recipient = recipient,
-        .sender = SENDER,
-        .sender_partner = PARTNER,
-        .message_id = p->message_id,
-        .accepted_at = NOW,
-        .entries = entries,
-        .n = n,
-        .rules = two_rules,
-        .n_rules = 2,
-    };
-}
-
-/* The usual start: one publish of 4 items; POLITIE gets items 0..3 under
- * slots 0,1,0,1 at seqs first .. first+3, ZORG items 1 and 3 under slot 1
- * at first+4, first+5. Committed. Returns first. */
-static int64_t two_rows(fixture_t *f, published_t *p)
-{
-    store_mailbox_entry_t e1[4], e2[2];
-    static const size_t items1[4] = {0, 1, 2, 3}, items2[2] = {1, 3};
-    static const uint32_t slots1[4] = {0, 1, 0, 1}, slots2[2] = {1, 1};
-    assert_int_equal(store_begin(f->store), 0);
-    publish(f->store, 1, 4, p);
-    int64_t first = store_delivery_seqs_reserve(f->store, 6);
-    assert_true(first > 0);
-    store_mailbox_row_t r1 = row_of(p, POLITIE, (uint64_t)first, items1, slots1, 4, e1);
-    store_mailbox_row_t r2 = row_of(p, ZORG, (uint64_t)first + 4, items2, slots2, 2, e2);
-    if (store_mailbox_row_add(f->store, &r1) != 0 || store_mailbox_row_add(f->store, &r2) != 0)
-        fail_msg("row add: %s", store_errmsg(f->store));
-    assert_int_equal(store_commit(f->store), 0);
-    return first;
-}
 
 /* ------------------------------------------------------------------ scanning */
 
@@ -190,19 +81,19 @@ static int scan(store_t *store, const char *recipient, uint64_t after, size_t li
 static void test_add_and_scan(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
-    int64_t first = two_rows(f, &p);
+    mailbox_published_t p;
+    int64_t first = mailbox_fixture_two_rows(f, &p);
     seen_t s;
     assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), 4);
     for (size_t k = 0; k < 4; k++) {
         char text[64];
-        item_text(&p, k, text, sizeof text);
+        mailbox_fixture_item_text(&p, k, text, sizeof text);
         assert_int_equal(s.seq[k], (uint64_t)first + k);
         assert_int_equal(s.item_seq[k], (uint64_t)p.item_seq[k]);
         assert_int_equal(s.item_index[k], k);
-        assert_string_equal(s.rule_id[k], two_rules[k % 2].rule_id);
-        assert_string_equal(s.purpose[k], two_rules[k % 2].purpose);
-        assert_int_equal(s.fields[k], two_rules[k % 2].fields);
+        assert_string_equal(s.rule_id[k], mailbox_fixture_two_rules[k % 2].rule_id);
+        assert_string_equal(s.purpose[k], mailbox_fixture_two_rules[k % 2].purpose);
+        assert_int_equal(s.fields[k], mailbox_fixture_two_rules[k % 2].fields);
         assert_string_equal(s.body[k], text);
         assert_int_equal(s.by_ref[k], 1);
         assert_string_equal(s.case_id[k], "");
@@ -216,22 +107,23 @@ static void test_add_and_scan(void **state)
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 4);
     assert_int_equal(store_mailbox_row_pending(f->store, ZORG), 2);
     /* one row per publish and recipient, the masks sealed: no clear mask */
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 2);
-    assert_int_equal(
-        raw_int(f->path, "SELECT expires_at FROM mailbox WHERE recipient = '" ZORG "'"),
-        NOW + 30 * DAY);
-    assert_int_equal(
-        raw_int(f->path, "SELECT expires_at FROM mailbox WHERE recipient = '" POLITIE "'"),
-        NOW + DAY);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox"), 2);
+    assert_int_equal(mailbox_fixture_raw_int(
+                         f->path, "SELECT expires_at FROM mailbox WHERE recipient = '" ZORG "'"),
+                     NOW + 30 * DAY);
+    assert_int_equal(mailbox_fixture_raw_int(
+                         f->path, "SELECT expires_at FROM mailbox WHERE recipient = '" POLITIE "'"),
+                     NOW + DAY);
     /* the items and the publish keep their deliveries' longest retention */
     char sql[128];
     snprintf(sql, sizeof sql, "SELECT expires_at FROM items WHERE seq = %lld",
              (long long)p.item_seq[2]);
-    assert_int_equal(raw_int(f->path, sql), NOW + DAY);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, sql), NOW + DAY);
     snprintf(sql, sizeof sql, "SELECT expires_at FROM items WHERE seq = %lld",
              (long long)p.item_seq[3]);
-    assert_int_equal(raw_int(f->path, sql), NOW + 30 * DAY);
-    assert_int_equal(raw_int(f->path, "SELECT max(expires_at) FROM publishes"), NOW + 30 * DAY);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, sql), NOW + 30 * DAY);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT max(expires_at) FROM publishes"),
+                     NOW + 30 * DAY);
 }
 
 /* Rule lines of any text come back as they went in: a purpose that looks
@@ -244,14 +136,15 @@ static void test_rule_lines_round_trip(void **state)
         {"r2", "h2", "", "12:no, not so", -5, 0x2},
     };
     fixture_t *f = *state;
-    published_t p;
+    mailbox_published_t p;
     store_mailbox_entry_t e[2];
     static const size_t items[2] = {0, 1};
     static const uint32_t slots[2] = {1, 0};
     assert_int_equal(store_begin(f->store), 0);
-    publish(f->store, 4, 2, &p);
+    mailbox_fixture_publish(f->store, 4, 2, &p);
     int64_t first = store_delivery_seqs_reserve(f->store, 2);
-    store_mailbox_row_t r = row_of(&p, POLITIE, (uint64_t)first, items, slots, 2, e);
+    store_mailbox_row_t r =
+        mailbox_fixture_row_of(&p, POLITIE, (uint64_t)first, items, slots, 2, e);
     r.rules = odd;
     if (store_mailbox_row_add(f->store, &r) != 0)
         fail_msg("row add: %s", store_errmsg(f->store));
@@ -263,11 +156,11 @@ static void test_rule_lines_round_trip(void **state)
     assert_int_equal(s.fields[0], 0x2);
     assert_string_equal(s.rule_id[1], "r1");
     assert_string_equal(s.purpose[1], "3:abc,");
-    assert_int_equal(raw_int(f->path, "SELECT expires_at FROM mailbox"), -5);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT expires_at FROM mailbox"), -5);
     /* the column itself: five netstrings a slot, expiry first */
-    assert_int_equal(raw_int(f->path,
-                             "SELECT rules = '19:9223372036854775807,2:r1,2:h1,6:3:abc,,0:,"
-                             "2:-5,2:r2,2:h2,0:,13:12:no, not so,' FROM mailbox"),
+    assert_int_equal(mailbox_fixture_raw_int(
+                         f->path, "SELECT rules = '19:9223372036854775807,2:r1,2:h1,6:3:abc,,0:,"
+                                  "2:-5,2:r2,2:h2,0:,13:12:no, not so,' FROM mailbox"),
                      1);
 }
 
@@ -276,16 +169,17 @@ static void test_rule_lines_round_trip(void **state)
 static void test_scan_cursor_and_limit(void **state)
 {
     fixture_t *f = *state;
-    published_t p, q;
-    int64_t first = two_rows(f, &p);
+    mailbox_published_t p, q;
+    int64_t first = mailbox_fixture_two_rows(f, &p);
     /* a second publish: POLITIE's second row */
     store_mailbox_entry_t e[2];
     static const size_t items[2] = {0, 1};
     static const uint32_t slots[2] = {0, 0};
     assert_int_equal(store_begin(f->store), 0);
-    publish(f->store, 2, 2, &q);
+    mailbox_fixture_publish(f->store, 2, 2, &q);
     int64_t second = store_delivery_seqs_reserve(f->store, 2);
-    store_mailbox_row_t r = row_of(&q, POLITIE, (uint64_t)second, items, slots, 2, e);
+    store_mailbox_row_t r =
+        mailbox_fixture_row_of(&q, POLITIE, (uint64_t)second, items, slots, 2, e);
     assert_int_equal(store_mailbox_row_add(f->store, &r), 0);
     assert_int_equal(store_commit(f->store), 0);
 
@@ -323,15 +217,16 @@ static void expect_refused(fixture_t *f, const store_mailbox_row_t *r, const cha
 static void test_add_refusals(void **state)
 {
     fixture_t *f = *state;
-    published_t p, other;
+    mailbox_published_t p, other;
     store_mailbox_entry_t e[STORE_MAILBOX_MAX_N + 1];
     static const size_t items[4] = {0, 1, 2, 3};
     static const uint32_t slots[4] = {0, 1, 0, 1};
     assert_int_equal(store_begin(f->store), 0);
-    publish(f->store, 1, 4, &p);
-    publish(f->store, 2, 1, &other);
+    mailbox_fixture_publish(f->store, 1, 4, &p);
+    mailbox_fixture_publish(f->store, 2, 1, &other);
     int64_t first = store_delivery_seqs_reserve(f->store, STORE_MAILBOX_MAX_N + 8);
-    store_mailbox_row_t r = row_of(&p, POLITIE, (uint64_t)first, items, slots, 4, e);
+    store_mailbox_row_t r =
+        mailbox_fixture_row_of(&p, POLITIE, (uint64_t)first, items, slots, 4, e);
 
     store_mailbox_row_t bad = r;
     bad.n = 0;
@@ -396,7 +291,7 @@ static void test_add_refusals(void **state)
     bad.recipient = ZORG;
     assert_int_equal(store_mailbox_row_add(f->store, &bad), 0);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 2);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox"), 2);
 
     /* outside a transaction, and after the reservation's transaction */
     bad.first_seq = (uint64_t)first + 8;
@@ -404,7 +299,7 @@ static void test_add_refusals(void **state)
     assert_int_equal(store_begin(f->store), 0);
     expect_refused(f, &bad, "seqs not reserved");
     assert_int_equal(store_rollback(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 2);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox"), 2);
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 4);
 }
 
@@ -415,8 +310,8 @@ static void test_add_refusals(void **state)
 static void test_ack(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
-    int64_t first = two_rows(f, &p);
+    mailbox_published_t p;
+    int64_t first = mailbox_fixture_two_rows(f, &p);
     uint64_t s0 = (uint64_t)first;
     assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0 + 1), -1); /* no transaction */
     assert_int_equal(store_begin(f->store), 0);
@@ -434,13 +329,15 @@ static void test_ack(void **state)
     assert_int_equal(s.seq[0], s0);
     assert_int_equal(s.seq[1], s0 + 3);
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 2);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox WHERE done IS NULL"), 2);
-    assert_int_equal(store_commit(f->store), 0);
     assert_int_equal(
-        raw_int(f->path, "SELECT pending FROM mailbox WHERE recipient = '" POLITIE "'"), 2);
+        mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox WHERE done IS NULL"), 2);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(mailbox_fixture_raw_int(
+                         f->path, "SELECT pending FROM mailbox WHERE recipient = '" POLITIE "'"),
+                     2);
 
     /* written: a new handle sees it, the counts learnt from the rows */
-    reopen(f);
+    mailbox_fixture_reopen(f);
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 2);
     assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), 2);
     assert_int_equal(s.seq[1], s0 + 3);
@@ -450,8 +347,8 @@ static void test_ack(void **state)
     assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0), 1);
     assert_int_equal(store_mailbox_row_ack(f->store, ZORG, s0 + 5), 1);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 1);
-    assert_int_equal(raw_int(f->path, "SELECT pending FROM mailbox"), 1);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox"), 1);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT pending FROM mailbox"), 1);
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 0);
     assert_int_equal(store_mailbox_row_pending(f->store, ZORG), 1);
     assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), 0);
@@ -463,8 +360,8 @@ static void test_ack(void **state)
 static void test_ack_rolled_back(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
-    int64_t first = two_rows(f, &p);
+    mailbox_published_t p;
+    int64_t first = mailbox_fixture_two_rows(f, &p);
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 4);
     assert_int_equal(store_begin(f->store), 0);
     for (int k = 0; k < 4; k++)
@@ -479,8 +376,9 @@ static void test_ack_rolled_back(void **state)
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, (uint64_t)first + 2), 1);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(
-        raw_int(f->path, "SELECT pending FROM mailbox WHERE recipient = '" POLITIE "'"), 3);
+    assert_int_equal(mailbox_fixture_raw_int(
+                         f->path, "SELECT pending FROM mailbox WHERE recipient = '" POLITIE "'"),
+                     3);
     assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), 3);
 }
 
@@ -490,16 +388,17 @@ static void test_ack_many_rows(void **state)
 {
     enum { ROWS = 20 };
     fixture_t *f = *state;
-    published_t p[ROWS];
+    mailbox_published_t p[ROWS];
     int64_t first[ROWS];
     store_mailbox_entry_t e[2];
     static const size_t items[2] = {0, 1};
     static const uint32_t slots[2] = {0, 1};
     assert_int_equal(store_begin(f->store), 0);
     for (int k = 0; k < ROWS; k++) {
-        publish(f->store, (uint8_t)(10 + k), 2, &p[k]);
+        mailbox_fixture_publish(f->store, (uint8_t)(10 + k), 2, &p[k]);
         first[k] = store_delivery_seqs_reserve(f->store, 2);
-        store_mailbox_row_t r = row_of(&p[k], POLITIE, (uint64_t)first[k], items, slots, 2, e);
+        store_mailbox_row_t r =
+            mailbox_fixture_row_of(&p[k], POLITIE, (uint64_t)first[k], items, slots, 2, e);
         assert_int_equal(store_mailbox_row_add(f->store, &r), 0);
     }
     assert_int_equal(store_commit(f->store), 0);
@@ -513,9 +412,12 @@ static void test_ack_many_rows(void **state)
             store_mailbox_row_remove(f->store, POLITIE, (uint64_t)first[k], NOW, NULL, NULL), 1);
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), ROWS / 2);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), ROWS / 2);
-    assert_int_equal(raw_int(f->path, "SELECT sum(pending) FROM mailbox"), ROWS / 2);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox WHERE done = x'02'"), ROWS / 2);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox"), ROWS / 2);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT sum(pending) FROM mailbox"),
+                     ROWS / 2);
+    assert_int_equal(
+        mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox WHERE done = x'02'"),
+        ROWS / 2);
     seen_t s;
     assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), ROWS / 2);
     for (int k = 0; k < ROWS / 2; k++)
@@ -526,8 +428,8 @@ static void test_ack_many_rows(void **state)
 static void test_ack_damaged_row(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
-    int64_t first = two_rows(f, &p);
+    mailbox_published_t p;
+    int64_t first = mailbox_fixture_two_rows(f, &p);
     store_fixture_raw_exec(f->path,
                            "UPDATE mailbox SET done = x'0000' WHERE recipient = '" ZORG "'");
     assert_int_equal(store_begin(f->store), 0);
@@ -587,8 +489,8 @@ static void on_removed(const store_expired_t *e, void *arg)
 static void test_remove(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
-    int64_t first = two_rows(f, &p);
+    mailbox_published_t p;
+    int64_t first = mailbox_fixture_two_rows(f, &p);
     uint64_t s0 = (uint64_t)first;
     removed_t r = {0};
     assert_int_equal(store_begin(f->store), 0);
@@ -597,8 +499,8 @@ static void test_remove(void **state)
     assert_int_equal(r.calls, 1);
     assert_int_equal(r.seq, s0 + 1);
     assert_int_equal(r.item_seq, (uint64_t)p.item_seq[1]);
-    assert_string_equal(r.rule_id, two_rules[1].rule_id);
-    assert_int_equal(r.expires_at, two_rules[1].expires_at);
+    assert_string_equal(r.rule_id, mailbox_fixture_two_rules[1].rule_id);
+    assert_int_equal(r.expires_at, mailbox_fixture_two_rules[1].expires_at);
     assert_int_equal(r.before, 0);
     assert_int_equal(store_mailbox_row_remove(f->store, POLITIE, s0 + 1, NOW + 5, on_removed, &r),
                      0);
@@ -612,7 +514,7 @@ static void test_remove(void **state)
              "SELECT count(*) FROM tombstones WHERE seq = %llu AND recipient = '" POLITIE
              "' AND rule_id = 'gemeente-naar-zorg' AND expired_at = %lld",
              (unsigned long long)(s0 + 1), NOW + 5);
-    assert_int_equal(raw_int(f->path, sql), 1);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, sql), 1);
     seen_t s;
     assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), 3);
     assert_int_equal(s.seq[1], s0 + 2);
@@ -623,10 +525,11 @@ static void test_remove(void **state)
     assert_int_equal(store_mailbox_row_remove(f->store, POLITIE, s0 + 2, NOW, NULL, NULL), 1);
     assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0 + 3), 1);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(
-        raw_int(f->path, "SELECT count(*) FROM mailbox WHERE recipient = '" POLITIE "'"), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM tombstones"), 2);
-    reopen(f);
+    assert_int_equal(mailbox_fixture_raw_int(
+                         f->path, "SELECT count(*) FROM mailbox WHERE recipient = '" POLITIE "'"),
+                     0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM tombstones"), 2);
+    mailbox_fixture_reopen(f);
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 0);
     assert_int_equal(store_mailbox_row_pending(f->store, ZORG), 2);
 }
@@ -637,7 +540,7 @@ static int64_t row_expiry(const char *path, const char *recipient)
 {
     char sql[128];
     snprintf(sql, sizeof sql, "SELECT expires_at FROM mailbox WHERE recipient = '%s'", recipient);
-    return raw_int(path, sql);
+    return mailbox_fixture_raw_int(path, sql);
 }
 
 /* Expiry takes each delivery at its own rule's expiry, not the row's
@@ -645,8 +548,8 @@ static int64_t row_expiry(const char *path, const char *recipient)
 static void test_expire(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
-    int64_t first = two_rows(f, &p);
+    mailbox_published_t p;
+    int64_t first = mailbox_fixture_two_rows(f, &p);
     uint64_t s0 = (uint64_t)first;
     removed_t r = {0};
     assert_int_equal(store_mailbox_row_expire(f->store, NOW + DAY, 10, NULL, NULL), -1);
@@ -655,7 +558,7 @@ static void test_expire(void **state)
     assert_int_equal(store_mailbox_row_expire(f->store, NOW + DAY, 10, on_removed, &r), 2);
     assert_int_equal(r.calls, 2);
     assert_int_equal(r.seq, s0 + 2); /* slot 0's: seqs 0 and 2 of POLITIE's row */
-    assert_string_equal(r.rule_id, two_rules[0].rule_id);
+    assert_string_equal(r.rule_id, mailbox_fixture_two_rules[0].rule_id);
     assert_int_equal(r.expires_at, NOW + DAY);
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 2);
     /* written at once with its next expiry: not due again */
@@ -666,7 +569,7 @@ static void test_expire(void **state)
     assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), 2);
     assert_int_equal(s.seq[0], s0 + 1);
     assert_int_equal(s.seq[1], s0 + 3);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM tombstones"), 2);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM tombstones"), 2);
 
     /* an ack of this transaction counts; the limit stops mid-row */
     assert_int_equal(store_begin(f->store), 0);
@@ -680,9 +583,10 @@ static void test_expire(void **state)
     assert_int_equal(r.seq, s0 + 5);
     assert_int_equal(store_mailbox_row_pending(f->store, ZORG), 0);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM tombstones"), 5); /* not the acked */
-    reopen(f);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox"), 0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM tombstones"),
+                     5); /* not the acked */
+    mailbox_fixture_reopen(f);
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 0);
     assert_int_equal(store_mailbox_row_pending(f->store, ZORG), 0);
 }
@@ -692,8 +596,8 @@ static void test_expire(void **state)
 static void test_expire_sets_aside_a_damaged_row(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
-    int64_t first = two_rows(f, &p);
+    mailbox_published_t p;
+    int64_t first = mailbox_fixture_two_rows(f, &p);
     store_fixture_raw_exec(
         f->path, "UPDATE mailbox SET rules = 'no rule lines' WHERE recipient = '" POLITIE "'");
     removed_t r = {0};
@@ -711,8 +615,8 @@ static void test_expire_sets_aside_a_damaged_row(void **state)
         "SELECT count(*) FROM mailbox_set_aside WHERE first_seq = %lld AND recipient = '" POLITIE
         "'",
         (long long)first);
-    assert_int_equal(raw_int(f->path, sql), 1);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, sql), 1);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox"), 0);
     assert_int_equal(store_set_aside_count(f->store), 4);
     /* the next call counts its own */
     assert_int_equal(store_begin(f->store), 0);
@@ -785,17 +689,17 @@ static void test_pending_that_disagrees_is_damage(void **state)
 static void test_case_row(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
+    mailbox_published_t p;
     char case_id[SCHAKEL_CASE_ID_LEN + 1];
     static const char event[] = "a case event, filtered";
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_case_create(f->store, "ondermijning", "politie", NULL, NOW, case_id), 0);
-    publish(f->store, 3, 1, &p);
+    mailbox_fixture_publish(f->store, 3, 1, &p);
     int64_t first = store_delivery_seqs_reserve(f->store, 1);
     store_mailbox_entry_t e[1];
     static const size_t items[1] = {0};
     static const uint32_t slots[1] = {0};
-    store_mailbox_row_t r = row_of(&p, ZORG, (uint64_t)first, items, slots, 1, e);
+    store_mailbox_row_t r = mailbox_fixture_row_of(&p, ZORG, (uint64_t)first, items, slots, 1, e);
     r.n_rules = 1;
     r.case_id = case_id;
     r.is_case_event = 1;
@@ -811,9 +715,10 @@ static void test_case_row(void **state)
     assert_string_equal(s.case_id[0], case_id);
     assert_int_equal(s.is_case_event[0], 1);
     assert_int_equal(s.by_ref[0], 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM case_items"), 1);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM case_items"), 1);
     /* sealed: the body is not in the file in clear */
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox WHERE instr(body, 'filtered')"),
+    assert_int_equal(mailbox_fixture_raw_int(
+                         f->path, "SELECT count(*) FROM mailbox WHERE instr(body, 'filtered')"),
                      0);
 }
 
@@ -835,8 +740,8 @@ static void test_tampered_row_fails_to_open(void **state)
         "UPDATE mailbox SET n = 3, pending = 3, items = substr(items, 1, 12)",
     };
     fixture_t *f = *state;
-    published_t p;
-    int64_t first = two_rows(f, &p);
+    mailbox_published_t p;
+    int64_t first = mailbox_fixture_two_rows(f, &p);
     for (size_t t = 0; t < sizeof tamper / sizeof tamper[0]; t++) {
         /* the first row tampered, in a store of its own */
         sqlite3 *db = store_fixture_raw_open(f->path);
@@ -857,10 +762,10 @@ static void test_tampered_row_fails_to_open(void **state)
         assert_int_equal(s.n, 0);
         assert_int_equal(store_scan_unreadable(f->store), (uint64_t)first);
         store_fixture_destroy(&f);
-        f = store_fixture_new("schakel-mailbox", test_key);
+        f = store_fixture_new("schakel-mailbox", mailbox_fixture_key);
         assert_int_equal(store_mailbox_schema(f->store), 0);
         *state = f;
-        first = two_rows(f, &p);
+        first = mailbox_fixture_two_rows(f, &p);
     }
     /* done is not bound: a bit set behind the store's back withholds */
     store_fixture_raw_exec(f->path, "UPDATE mailbox SET done = x'01', pending = 3"
@@ -892,14 +797,14 @@ static int vouch_all(const store_delivery_t *d, uint32_t *fields, void *arg)
 static void test_hints(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
-    (void)two_rows(f, &p);
+    mailbox_published_t p;
+    (void)mailbox_fixture_two_rows(f, &p);
     seen_t s;
     memset(&s, 0, sizeof s);
     store_scan_hints_t have = {.have_item = have_every_item, .vouch = NULL};
     assert_int_equal(store_mailbox_row_scan(f->store, POLITIE, 0, 100, &have, collect, &s), 4);
     assert_string_equal(s.body[0], "");
-    assert_int_equal(s.fields[1], two_rules[1].fields);
+    assert_int_equal(s.fields[1], mailbox_fixture_two_rules[1].fields);
     store_fixture_raw_exec(f->path, "UPDATE mailbox SET body = x'00'");
     memset(&s, 0, sizeof s);
     store_scan_hints_t vouched = {.have_item = NULL, .vouch = vouch_all};
@@ -912,9 +817,8 @@ static void test_hints(void **state)
 
 int main(void)
 {
-    if (sodium_init() < 0)
+    if (mailbox_fixture_init() != 0)
         return 1;
-    randombytes_buf(test_key, sizeof test_key);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_add_and_scan, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_rule_lines_round_trip, setup, store_fixture_teardown),

@@ -19,119 +19,18 @@
 #include <sodium.h>
 #include <sqlite3.h>
 
+#include "mailbox_fixture.h"
 #include "schakel_limits.h"
 #include "store.h"
 #include "store_fixture.h"
 #include "store_mailbox.h"
 
-#define SENDER "gemeente/meldingen"
-#define PARTNER "gemeente"
-#define POLITIE "politie/signalen"
-#define ZORG "zorg/wijkteam"
-#define NOW 1750000000LL
-#define DAY 86400LL
-
-typedef store_fixture_t fixture_t;
-
-static uint8_t test_key[STORE_KEY_BYTES];
-
 static int setup(void **state)
 {
-    fixture_t *f = store_fixture_new("schakel-mbaside", test_key);
-    if (store_mailbox_schema(f->store) != 0)
-        fail_msg("mailbox schema: %s", store_errmsg(f->store));
-    *state = f;
-    return 0;
-}
-
-static void reopen(fixture_t *f)
-{
-    store_close(&f->store);
-    f->store = store_fixture_open(f->path, test_key);
-}
-
-static int64_t raw_int(const char *path, const char *sql)
-{
-    sqlite3 *db = store_fixture_raw_open(path);
-    int64_t value = store_fixture_db_int(db, sql);
-    assert_int_equal(sqlite3_close(db), SQLITE_OK);
-    return value;
+    return mailbox_fixture_setup(state, "schakel-mbaside");
 }
 
 /* ------------------------------------------------------------------ a publish and its rows */
-
-/* As test_store_mailbox.c's: a publish of n_items items, its id
- * message_id[0] = tag; inside the open transaction. */
-typedef struct published {
-    uint8_t message_id[16];
-    int64_t publish_id;
-    int64_t item_seq[8];
-    size_t n_items;
-} published_t;
-
-static void publish(store_t *store, uint8_t tag, size_t n_items, published_t *p)
-{
-    uint8_t hash[32] = {tag}, sig[64] = {tag}, root[32] = {tag};
-    memset(p, 0, sizeof *p);
-    p->message_id[0] = tag;
-    p->n_items = n_items;
-    p->publish_id = store_publish_add(store, SENDER, p->message_id, hash, sig, root, NOW);
-    assert_true(p->publish_id > 0);
-    for (size_t k = 0; k < n_items; k++) {
-        char text[64];
-        snprintf(text, sizeof text, "item %u of publish %lld", (unsigned)k,
-                 (long long)p->publish_id);
-        p->item_seq[k] =
-            store_item_add(store, p->publish_id, (uint32_t)k, (const uint8_t *)text, strlen(text));
-        assert_true(p->item_seq[k] > 0);
-    }
-}
-
-static const store_mailbox_rule_t two_rules[2] = {
-    {"gemeente-naar-politie", "aa11", "Signalering", "Gemeentewet art. 172", NOW + DAY, 0x3},
-    {"gemeente-naar-zorg", "bb22", "Zorg, en\nnazorg", "Wmo 2015: art. 5.2", NOW + 30 * DAY, 0x5},
-};
-
-static store_mailbox_row_t row_of(const published_t *p, const char *recipient, uint64_t first_seq,
-                                  const size_t *items, const uint32_t *slots, size_t n,
-                                  store_mailbox_entry_t *entries)
-{
-    for (size_t k = 0; k < n; k++)
-        entries[k] =
-            (store_mailbox_entry_t){(uint64_t)p->item_seq[items[k]], (uint32_t)items[k], slots[k]};
-    return (store_mailbox_row_t){
-        .first_seq = first_seq,
-        .recipient = recipient,
-        .sender = SENDER,
-        .sender_partner = PARTNER,
-        .message_id = p->message_id,
-        .accepted_at = NOW,
-        .entries = entries,
-        .n = n,
-        .rules = two_rules,
-        .n_rules = 2,
-    };
-}
-
-/* One publish of 4 items: POLITIE gets items 0..3 under slots 0,1,0,1 at
- * seqs first .. first+3 (its row due at NOW + DAY), ZORG items 1 and 3
- * under slot 1 at first+4, first+5 (due at NOW + 30 days). Committed. */
-static int64_t two_rows(fixture_t *f, published_t *p)
-{
-    store_mailbox_entry_t e1[4], e2[2];
-    static const size_t items1[4] = {0, 1, 2, 3}, items2[2] = {1, 3};
-    static const uint32_t slots1[4] = {0, 1, 0, 1}, slots2[2] = {1, 1};
-    assert_int_equal(store_begin(f->store), 0);
-    publish(f->store, 1, 4, p);
-    int64_t first = store_delivery_seqs_reserve(f->store, 6);
-    assert_true(first > 0);
-    store_mailbox_row_t r1 = row_of(p, POLITIE, (uint64_t)first, items1, slots1, 4, e1);
-    store_mailbox_row_t r2 = row_of(p, ZORG, (uint64_t)first + 4, items2, slots2, 2, e2);
-    if (store_mailbox_row_add(f->store, &r1) != 0 || store_mailbox_row_add(f->store, &r2) != 0)
-        fail_msg("row add: %s", store_errmsg(f->store));
-    assert_int_equal(store_commit(f->store), 0);
-    return first;
-}
 
 /* Alter recipient's row behind the store's back (the checks the table
  * makes are off: a file altered outside SQLite keeps none). */
@@ -185,8 +84,8 @@ static void record_entry(store_t *store, uint64_t seq)
 static void test_set_aside_with_acks(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
-    uint64_t s0 = (uint64_t)two_rows(f, &p);
+    mailbox_published_t p;
+    uint64_t s0 = (uint64_t)mailbox_fixture_two_rows(f, &p);
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0), 1);
     assert_int_equal(store_commit(f->store), 0);
@@ -216,7 +115,7 @@ static void test_set_aside_with_acks(void **state)
     assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0 + 1), 0);
     assert_int_equal(store_commit(f->store), 0);
 
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 1);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox"), 1);
     assert_int_equal(
         store_fixture_db_int(raw,
                              "SELECT count(*) FROM main.mailbox_set_aside AS s, before AS b"
@@ -256,8 +155,8 @@ static void test_set_aside_with_acks(void **state)
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_mailbox_row_set_aside(f->store, ZORG, s0 + 5, NOW, &out), 0);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 1);
-    reopen(f);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox"), 1);
+    mailbox_fixture_reopen(f);
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 0);
     assert_int_equal(store_mailbox_row_pending(f->store, ZORG), 2);
     assert_int_equal(store_mailbox_row_set_aside_count(f->store), 2);
@@ -268,8 +167,8 @@ static void test_set_aside_with_acks(void **state)
 static void test_set_aside_rolled_back(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
-    uint64_t s0 = (uint64_t)two_rows(f, &p);
+    mailbox_published_t p;
+    uint64_t s0 = (uint64_t)mailbox_fixture_two_rows(f, &p);
     tamper(f, POLITIE, "body = x'00'");
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 4);
     assert_int_equal(store_begin(f->store), 0);
@@ -282,20 +181,22 @@ static void test_set_aside_rolled_back(void **state)
     assert_int_equal(store_rollback(f->store), 0);
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 4);
     assert_int_equal(store_mailbox_row_set_aside_count(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox WHERE done IS NULL"
-                                      " AND pending = 4 AND recipient = '" POLITIE "'"),
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path,
+                                             "SELECT count(*) FROM mailbox WHERE done IS NULL"
+                                             " AND pending = 4 AND recipient = '" POLITIE "'"),
                      1);
     /* and again, committed: the ack of the rolled-back turn is not in it */
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, s0 + 3, NOW, &out), 1);
     assert_int_equal(out.n_set_aside, 4);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside WHERE done IS NULL"
-                                      " AND pending = 4"),
-                     1);
+    assert_int_equal(
+        mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside WHERE done IS NULL"
+                                         " AND pending = 4"),
+        1);
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 0);
-    reopen(f);
+    mailbox_fixture_reopen(f);
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 0);
 }
 
@@ -306,8 +207,8 @@ static void test_set_aside_rolled_back(void **state)
 static void test_set_aside_damaged(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
-    uint64_t s0 = (uint64_t)two_rows(f, &p);
+    mailbox_published_t p;
+    uint64_t s0 = (uint64_t)mailbox_fixture_two_rows(f, &p);
     store_mailbox_aside_t out;
     store_set_aside_t x;
     uint64_t seqs[8];
@@ -343,19 +244,19 @@ static void test_set_aside_damaged(void **state)
     assert_int_equal(store_commit(f->store), 0);
     for (uint64_t s = s0; s < s0 + 4; s++) {
         assert_int_equal(store_mailbox_row_set_aside_get(f->store, s, &x), 1);
-        assert_string_equal(x.row.view.rule_id, two_rules[(s - s0) % 2].rule_id);
+        assert_string_equal(x.row.view.rule_id, mailbox_fixture_two_rules[(s - s0) % 2].rule_id);
     }
     assert_int_equal(store_mailbox_row_set_aside_count(f->store), 5);
 
     /* a row whose item is gone stops the scan at it: set aside too */
     assert_int_equal(store_begin(f->store), 0);
-    published_t q;
-    publish(f->store, 2, 2, &q);
+    mailbox_published_t q;
+    mailbox_fixture_publish(f->store, 2, 2, &q);
     int64_t first = store_delivery_seqs_reserve(f->store, 2);
     store_mailbox_entry_t e[2];
     static const size_t items[2] = {0, 1};
     static const uint32_t slots[2] = {0, 0};
-    store_mailbox_row_t r = row_of(&q, ZORG, (uint64_t)first, items, slots, 2, e);
+    store_mailbox_row_t r = mailbox_fixture_row_of(&q, ZORG, (uint64_t)first, items, slots, 2, e);
     assert_int_equal(store_mailbox_row_add(f->store, &r), 0);
     assert_int_equal(store_commit(f->store), 0);
     char sql[128];
@@ -371,9 +272,9 @@ static void test_set_aside_damaged(void **state)
 
     /* a row starting below 1: no seq names it, it stays where it is */
     assert_int_equal(store_begin(f->store), 0);
-    publish(f->store, 3, 1, &q);
+    mailbox_fixture_publish(f->store, 3, 1, &q);
     first = store_delivery_seqs_reserve(f->store, 1);
-    r = row_of(&q, POLITIE, (uint64_t)first, items, slots, 1, e);
+    r = mailbox_fixture_row_of(&q, POLITIE, (uint64_t)first, items, slots, 1, e);
     r.n_rules = 1;
     assert_int_equal(store_mailbox_row_add(f->store, &r), 0);
     assert_int_equal(store_commit(f->store), 0);
@@ -384,7 +285,8 @@ static void test_set_aside_damaged(void **state)
     assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, 1, NOW, &out), 0);
     assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, (uint64_t)first, NOW, &out), 0);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox WHERE first_seq = -3"), 1);
+    assert_int_equal(
+        mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox WHERE first_seq = -3"), 1);
     /* and one in mailbox_set_aside (put there outside the broker) names none */
     store_fixture_raw_exec(f->path, "UPDATE mailbox_set_aside SET first_seq = -first_seq"
                                     " WHERE recipient = '" ZORG "' AND n = 5000");
@@ -396,16 +298,16 @@ static void test_set_aside_damaged(void **state)
     assert_int_equal(
         store_mailbox_row_set_aside_expire(f->store, NOW + 3650 * DAY, 100, NULL, NULL), 6);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM tombstones"), 6);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM tombstones"), 6);
 }
 
 /* What is refused, and what is no row to set aside. */
 static void test_set_aside_refusals(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
-    uint64_t s0 = (uint64_t)two_rows(f, &p);
+    mailbox_published_t p;
+    uint64_t s0 = (uint64_t)mailbox_fixture_two_rows(f, &p);
     tamper(f, POLITIE, "body = x'00'");
     store_mailbox_aside_t out;
     store_set_aside_t x;
@@ -437,8 +339,8 @@ static void test_set_aside_refusals(void **state)
         assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s), 1);
     assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, s0, NOW, &out), 0);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 1);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox"), 1);
 }
 
 /* The deliveries set aside and not yet named on the trail, paged by seq;
@@ -446,8 +348,8 @@ static void test_set_aside_refusals(void **state)
 static void test_unrecorded_paging(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
-    uint64_t s0 = (uint64_t)two_rows(f, &p);
+    mailbox_published_t p;
+    uint64_t s0 = (uint64_t)mailbox_fixture_two_rows(f, &p);
     tamper(f, POLITIE, "body = x'00'");
     tamper(f, ZORG, "body = x'00'");
     uint64_t seqs[8];
@@ -515,8 +417,8 @@ static void on_expired(const store_expired_t *e, void *arg)
 static void test_set_aside_expire(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
-    uint64_t s0 = (uint64_t)two_rows(f, &p);
+    mailbox_published_t p;
+    uint64_t s0 = (uint64_t)mailbox_fixture_two_rows(f, &p);
     tamper(f, POLITIE, "body = x'00'");
     tamper(f, ZORG, "body = x'00'");
     store_mailbox_aside_t out;
@@ -543,7 +445,7 @@ static void test_set_aside_expire(void **state)
     for (int k = 0; k < 3; k++) {
         assert_int_equal(x.seq[k], s0 + (uint64_t)at[k]);
         assert_int_equal(x.item_seq[k], (uint64_t)p.item_seq[at[k]]);
-        assert_string_equal(x.rule_id[k], two_rules[at[k] % 2].rule_id);
+        assert_string_equal(x.rule_id[k], mailbox_fixture_two_rules[at[k] % 2].rule_id);
         assert_string_equal(x.recipient[k], POLITIE);
         assert_int_equal(x.expires_at[k], NOW + DAY);
         assert_int_equal(x.set_aside[k], 1);
@@ -553,9 +455,10 @@ static void test_set_aside_expire(void **state)
                      0);
     assert_int_equal(store_mailbox_row_pending(f->store, ZORG), 0); /* untouched: left before */
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 1);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM tombstones WHERE expired_at = "
-                                      "1750086400 AND rule_hash IN ('aa11', 'bb22')"),
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 1);
+    assert_int_equal(mailbox_fixture_raw_int(f->path,
+                                             "SELECT count(*) FROM tombstones WHERE expired_at = "
+                                             "1750086400 AND rule_hash IN ('aa11', 'bb22')"),
                      2);
     assert_int_equal(store_mailbox_row_set_aside_count(f->store), 2);
 
@@ -568,8 +471,8 @@ static void test_set_aside_expire(void **state)
     assert_int_equal(x.seq[1], s0 + 5);
     assert_int_equal(x.expires_at[1], NOW + 30 * DAY);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM tombstones"), 5);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM tombstones"), 5);
     assert_int_equal(store_mailbox_row_set_aside_count(f->store), 0);
 }
 
@@ -580,8 +483,8 @@ static void test_set_aside_expire(void **state)
 static void test_set_aside_expiry_damaged(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
-    uint64_t s0 = (uint64_t)two_rows(f, &p);
+    mailbox_published_t p;
+    uint64_t s0 = (uint64_t)mailbox_fixture_two_rows(f, &p);
     tamper(f, POLITIE, "body = x'00', expires_at = 9000000000000000000");
     tamper(f, ZORG, "body = x'00', expires_at = 'soon'");
     store_mailbox_aside_t out;
@@ -589,11 +492,11 @@ static void test_set_aside_expiry_damaged(void **state)
     assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, s0, NOW, &out), 1);
     assert_int_equal(store_mailbox_row_set_aside(f->store, ZORG, s0 + 4, NOW, &out), 1);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT expires_at FROM mailbox_set_aside"
-                                      " WHERE recipient = '" POLITIE "'"),
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT expires_at FROM mailbox_set_aside"
+                                                      " WHERE recipient = '" POLITIE "'"),
                      NOW + 30 * DAY); /* the publish's */
-    assert_int_equal(raw_int(f->path, "SELECT expires_at FROM mailbox_set_aside"
-                                      " WHERE recipient = '" ZORG "'"),
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT expires_at FROM mailbox_set_aside"
+                                                      " WHERE recipient = '" ZORG "'"),
                      NOW);
     store_fixture_raw_exec(f->path,
                            "UPDATE mailbox_set_aside SET expires_at = 9.5e15,"
@@ -627,14 +530,13 @@ static void test_set_aside_expiry_damaged(void **state)
     assert_int_equal(x.seq[5], s0 + 5);
     assert_string_equal(x.recipient[5], ZORG);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 0);
 }
 
 int main(void)
 {
-    if (sodium_init() < 0)
+    if (mailbox_fixture_init() != 0)
         return 1;
-    randombytes_buf(test_key, sizeof test_key);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_set_aside_with_acks, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_set_aside_rolled_back, setup, store_fixture_teardown),

@@ -20,87 +20,21 @@
 #include <sodium.h>
 #include <sqlite3.h>
 
+#include "mailbox_fixture.h"
 #include "schakel_limits.h"
 #include "store.h"
 #include "store_fixture.h"
 #include "store_mailbox.h"
 
-#define SENDER "gemeente/meldingen"
-#define PARTNER "gemeente"
-#define POLITIE "politie/signalen"
 #define POLITIE2 "politie/anders"
-#define ZORG "zorg/wijkteam"
-#define NOW 1750000000LL
-#define DAY 86400LL
 #define OPEN STORE_CASE_OPEN_EXPIRY
-
-typedef store_fixture_t fixture_t;
-
-static uint8_t test_key[STORE_KEY_BYTES];
 
 static int setup(void **state)
 {
-    fixture_t *f = store_fixture_new("schakel-mbcase", test_key);
-    if (store_mailbox_schema(f->store) != 0)
-        fail_msg("mailbox schema: %s", store_errmsg(f->store));
-    *state = f;
-    return 0;
-}
-
-static int64_t raw_int(const char *path, const char *sql)
-{
-    sqlite3 *db = store_fixture_raw_open(path);
-    int64_t value = store_fixture_db_int(db, sql);
-    assert_int_equal(sqlite3_close(db), SQLITE_OK);
-    return value;
-}
-
-/* raw_int of a query made by a format. */
-__attribute__((format(printf, 2, 3))) static int64_t raw_intf(const char *path, const char *fmt,
-                                                              ...)
-{
-    char sql[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof sql, fmt, ap);
-    va_end(ap);
-    return raw_int(path, sql);
-}
-
-__attribute__((format(printf, 2, 3))) static void raw_execf(const char *path, const char *fmt, ...)
-{
-    char sql[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof sql, fmt, ap);
-    va_end(ap);
-    store_fixture_raw_exec(path, sql);
+    return mailbox_fixture_setup(state, "schakel-mbcase");
 }
 
 /* ------------------------------------------------------------------ publishes and rows */
-
-typedef struct published {
-    uint8_t message_id[16];
-    int64_t publish_id;
-    int64_t item_seq[4];
-} published_t;
-
-/* A publish of n_items items, inside the open transaction. */
-static void publish(store_t *store, uint8_t tag, size_t n_items, published_t *p)
-{
-    uint8_t hash[32] = {tag}, sig[64] = {tag}, root[32] = {tag};
-    memset(p, 0, sizeof *p);
-    p->message_id[0] = tag;
-    p->publish_id = store_publish_add(store, SENDER, p->message_id, hash, sig, root, NOW);
-    assert_true(p->publish_id > 0);
-    for (size_t k = 0; k < n_items; k++) {
-        char text[32];
-        snprintf(text, sizeof text, "item %zu", k);
-        p->item_seq[k] =
-            store_item_add(store, p->publish_id, (uint32_t)k, (const uint8_t *)text, strlen(text));
-        assert_true(p->item_seq[k] > 0);
-    }
-}
 
 static const store_mailbox_rule_t rules[3] = {
     {"gemeente-naar-politie", "aa11", "Signalering", "Gemeentewet art. 172", NOW + DAY, 0x3},
@@ -112,42 +46,32 @@ static const store_mailbox_rule_t rules[3] = {
  * slots[k] of rules[first_rule ..]; a case's row when case_id is set (one
  * item, its body "event <recipient>"). Inside the open transaction. Its
  * first seq. */
-static int64_t row_add(store_t *store, const published_t *p, const char *recipient,
+static int64_t row_add(store_t *store, const mailbox_published_t *p, const char *recipient,
                        const size_t *items, const uint32_t *slots, size_t n, size_t first_rule,
                        size_t n_rules, const char *case_id)
 {
     store_mailbox_entry_t e[4];
-    for (size_t k = 0; k < n; k++)
-        e[k] =
-            (store_mailbox_entry_t){(uint64_t)p->item_seq[items[k]], (uint32_t)items[k], slots[k]};
+    assert_true(n <= 4);
     int64_t first = store_delivery_seqs_reserve(store, n);
     assert_true(first > 0);
     char body[64];
     snprintf(body, sizeof body, "event %s", recipient);
-    store_mailbox_row_t r = {
-        .first_seq = (uint64_t)first,
-        .recipient = recipient,
-        .sender = SENDER,
-        .sender_partner = PARTNER,
-        .message_id = p->message_id,
-        .accepted_at = NOW,
-        .entries = e,
-        .n = n,
-        .rules = &rules[first_rule],
-        .n_rules = n_rules,
-        .case_id = case_id,
-        .is_case_event = case_id != NULL,
-        .body = case_id != NULL ? (const uint8_t *)body : NULL,
-        .body_len = case_id != NULL ? strlen(body) : 0,
-    };
+    store_mailbox_row_t r =
+        mailbox_fixture_row_of(p, recipient, (uint64_t)first, items, slots, n, e);
+    r.rules = &rules[first_rule];
+    r.n_rules = n_rules;
+    r.case_id = case_id;
+    r.is_case_event = case_id != NULL;
+    r.body = case_id != NULL ? (const uint8_t *)body : NULL;
+    r.body_len = case_id != NULL ? strlen(body) : 0;
     if (store_mailbox_row_add(store, &r) != 0)
         fail_msg("row add: %s", store_errmsg(store));
     return first;
 }
 
 /* A case's row of item k for recipient, under the case's rule. */
-static int64_t case_row(store_t *store, const published_t *p, size_t k, const char *recipient,
-                        const char *case_id)
+static int64_t case_row(store_t *store, const mailbox_published_t *p, size_t k,
+                        const char *recipient, const char *case_id)
 {
     static const uint32_t slot0[1] = {0};
     return row_add(store, p, recipient, &k, slot0, 1, 2, 1, case_id);
@@ -209,13 +133,13 @@ static void test_case_drop(void **state)
 {
     fixture_t *f = *state;
     char a[SCHAKEL_CASE_ID_LEN + 1], b[SCHAKEL_CASE_ID_LEN + 1];
-    published_t p;
+    mailbox_published_t p;
     static const size_t item0[1] = {0};
     static const uint32_t slot0[1] = {0};
     assert_int_equal(store_begin(f->store), 0);
     case_new(f->store, a);
     case_new(f->store, b);
-    publish(f->store, 1, 2, &p);
+    mailbox_fixture_publish(f->store, 1, 2, &p);
     int64_t pol = case_row(f->store, &p, 0, POLITIE, a);
     int64_t pol2 = case_row(f->store, &p, 1, POLITIE2, a);
     int64_t zorg = case_row(f->store, &p, 0, ZORG, a);
@@ -243,7 +167,7 @@ static void test_case_drop(void **state)
     assert_int_equal(store_rollback(f->store), 0);
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 3);
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE2), 1);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM tombstones"), 0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM tombstones"), 0);
 
     /* this transaction's ack counts: that one is not removed again */
     memset(&r, 0, sizeof r);
@@ -263,15 +187,20 @@ static void test_case_drop(void **state)
     assert_int_equal(store_mailbox_row_case_drop(f->store, a, ZORG), 1);
     assert_int_equal(store_commit(f->store), 0);
 
-    assert_int_equal(raw_intf(f->path,
-                              "SELECT count(*) FROM tombstones WHERE seq = %" PRId64
-                              " AND recipient = '" POLITIE2 "' AND rule_id = 'casus-lid'",
-                              pol2),
+    assert_int_equal(mailbox_fixture_raw_intf(f->path,
+                                              "SELECT count(*) FROM tombstones WHERE seq = %" PRId64
+                                              " AND recipient = '" POLITIE2
+                                              "' AND rule_id = 'casus-lid'",
+                                              pol2),
                      1);
+    assert_int_equal(mailbox_fixture_raw_intf(
+                         f->path, "SELECT count(*) FROM tombstones WHERE seq = %" PRId64, zorg),
+                     1);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM tombstones"),
+                     2); /* not the acked */
     assert_int_equal(
-        raw_intf(f->path, "SELECT count(*) FROM tombstones WHERE seq = %" PRId64, zorg), 1);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM tombstones"), 2); /* not the acked */
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox WHERE case_id IS NOT NULL"), 1);
+        mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox WHERE case_id IS NOT NULL"),
+        1);
     seen_t s;
     assert_int_equal(scan(f->store, POLITIE, &s), 2);
     assert_int_equal(s.seq[0], (uint64_t)other_case);
@@ -284,23 +213,23 @@ static void test_case_drop_damaged(void **state)
 {
     fixture_t *f = *state;
     char a[SCHAKEL_CASE_ID_LEN + 1];
-    published_t p;
+    mailbox_published_t p;
     assert_int_equal(store_begin(f->store), 0);
     case_new(f->store, a);
-    publish(f->store, 1, 1, &p);
+    mailbox_fixture_publish(f->store, 1, 1, &p);
     int64_t pol = case_row(f->store, &p, 0, POLITIE, a);
     (void)case_row(f->store, &p, 0, ZORG, a);
     assert_int_equal(store_commit(f->store), 0);
-    raw_execf(f->path,
-              "PRAGMA ignore_check_constraints = ON;"
-              "UPDATE mailbox SET n = 2000 WHERE first_seq = %" PRId64,
-              pol);
+    mailbox_fixture_raw_execf(f->path,
+                              "PRAGMA ignore_check_constraints = ON;"
+                              "UPDATE mailbox SET n = 2000 WHERE first_seq = %" PRId64,
+                              pol);
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_mailbox_row_case_drop(f->store, a, "politie"), -1);
     assert_non_null(strstr(store_errmsg(f->store), "damaged row"));
     assert_int_equal(store_mailbox_row_case_drop(f->store, a, ZORG), 1);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM tombstones"), 1);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM tombstones"), 1);
 }
 
 /* ------------------------------------------------------------------ a case closes or reopens */
@@ -313,13 +242,13 @@ static void test_case_set_expiry(void **state)
 {
     fixture_t *f = *state;
     char a[SCHAKEL_CASE_ID_LEN + 1], b[SCHAKEL_CASE_ID_LEN + 1];
-    published_t p;
+    mailbox_published_t p;
     static const size_t item1[1] = {1}, item0[1] = {0};
     static const uint32_t slot0[1] = {0};
     assert_int_equal(store_begin(f->store), 0);
     case_new(f->store, a);
     case_new(f->store, b);
-    publish(f->store, 1, 3, &p);
+    mailbox_fixture_publish(f->store, 1, 3, &p);
     int64_t pol = case_row(f->store, &p, 0, POLITIE, a);
     int64_t zorg = case_row(f->store, &p, 1, ZORG, a);
     (void)case_row(f->store, &p, 2, ZORG, b); /* another case's: untouched */
@@ -351,24 +280,31 @@ static void test_case_set_expiry(void **state)
     assert_int_equal(s.expires_at[0], NOW + 10);
     assert_string_equal(s.body[0], "event " ZORG);
     assert_int_equal(s.expires_at[1], OPEN);
+    assert_int_equal(mailbox_fixture_raw_intf(
+                         f->path, "SELECT expires_at FROM mailbox WHERE first_seq = %" PRId64, pol),
+                     NOW + 10);
     assert_int_equal(
-        raw_intf(f->path, "SELECT expires_at FROM mailbox WHERE first_seq = %" PRId64, pol),
+        mailbox_fixture_raw_intf(f->path, "SELECT expires_at FROM cases WHERE num = %d", 1),
         NOW + 10);
-    assert_int_equal(raw_intf(f->path, "SELECT expires_at FROM cases WHERE num = %d", 1), NOW + 10);
-    assert_int_equal(raw_int(f->path, "SELECT expires_at FROM case_events"), NOW + 10);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT expires_at FROM case_events"),
+                     NOW + 10);
     /* item 0: nothing else waits for it; item 1: the signal to POLITIE2
      * does, under its own rule; item 2: case b's */
-    assert_int_equal(
-        raw_intf(f->path, "SELECT expires_at FROM items WHERE seq = %" PRId64, p.item_seq[0]),
-        NOW + 10);
-    assert_int_equal(
-        raw_intf(f->path, "SELECT expires_at FROM items WHERE seq = %" PRId64, p.item_seq[1]),
-        NOW + 30 * DAY);
-    assert_int_equal(
-        raw_intf(f->path, "SELECT expires_at FROM items WHERE seq = %" PRId64, p.item_seq[2]),
-        OPEN);
-    assert_int_equal(
-        raw_intf(f->path, "SELECT count(*) FROM mailbox WHERE first_seq = %" PRId64, sig0), 0);
+    assert_int_equal(mailbox_fixture_raw_intf(f->path,
+                                              "SELECT expires_at FROM items WHERE seq = %" PRId64,
+                                              p.item_seq[0]),
+                     NOW + 10);
+    assert_int_equal(mailbox_fixture_raw_intf(f->path,
+                                              "SELECT expires_at FROM items WHERE seq = %" PRId64,
+                                              p.item_seq[1]),
+                     NOW + 30 * DAY);
+    assert_int_equal(mailbox_fixture_raw_intf(f->path,
+                                              "SELECT expires_at FROM items WHERE seq = %" PRId64,
+                                              p.item_seq[2]),
+                     OPEN);
+    assert_int_equal(mailbox_fixture_raw_intf(
+                         f->path, "SELECT count(*) FROM mailbox WHERE first_seq = %" PRId64, sig0),
+                     0);
     /* expiry takes the closed case's rows then */
     removed_t r = {0};
     assert_int_equal(store_begin(f->store), 0);
@@ -382,11 +318,13 @@ static void test_case_set_expiry(void **state)
     assert_int_equal(scan(f->store, POLITIE, &s), 1);
     assert_int_equal(s.expires_at[0], OPEN);
     assert_string_equal(s.body[0], "event " POLITIE);
+    assert_int_equal(mailbox_fixture_raw_intf(f->path,
+                                              "SELECT expires_at FROM items WHERE seq = %" PRId64,
+                                              p.item_seq[0]),
+                     OPEN);
     assert_int_equal(
-        raw_intf(f->path, "SELECT expires_at FROM items WHERE seq = %" PRId64, p.item_seq[0]),
-        OPEN);
-    assert_int_equal(
-        raw_intf(f->path, "SELECT expires_at FROM publishes WHERE id = %" PRId64, p.publish_id),
+        mailbox_fixture_raw_intf(f->path, "SELECT expires_at FROM publishes WHERE id = %" PRId64,
+                                 p.publish_id),
         OPEN);
     assert_int_equal(scan(f->store, POLITIE2, &s), 1);
     assert_int_equal(s.seq[0], (uint64_t)sig1);
@@ -398,29 +336,33 @@ static void test_case_set_expiry_damaged(void **state)
 {
     fixture_t *f = *state;
     char a[SCHAKEL_CASE_ID_LEN + 1];
-    published_t p;
+    mailbox_published_t p;
     assert_int_equal(store_begin(f->store), 0);
     case_new(f->store, a);
-    publish(f->store, 1, 1, &p);
+    mailbox_fixture_publish(f->store, 1, 1, &p);
     int64_t pol = case_row(f->store, &p, 0, POLITIE, a);
     int64_t pol2 = case_row(f->store, &p, 0, POLITIE2, a);
     int64_t zorg = case_row(f->store, &p, 0, ZORG, a);
     assert_int_equal(store_commit(f->store), 0);
     /* walked by recipient: POLITIE2's first, POLITIE's last */
-    raw_execf(f->path,
-              "UPDATE mailbox SET accepted_at = accepted_at + 1 WHERE first_seq = %" PRId64, pol2);
-    raw_execf(f->path, "UPDATE mailbox SET rules = 'garbage' WHERE first_seq = %" PRId64, pol);
+    mailbox_fixture_raw_execf(
+        f->path, "UPDATE mailbox SET accepted_at = accepted_at + 1 WHERE first_seq = %" PRId64,
+        pol2);
+    mailbox_fixture_raw_execf(
+        f->path, "UPDATE mailbox SET rules = 'garbage' WHERE first_seq = %" PRId64, pol);
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_mailbox_row_case_set_expiry(f->store, a, NOW + 10), 2);
     assert_non_null(strstr(store_errmsg(f->store), "damaged row"));
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox WHERE expires_at = "
-                                      "1750000010"),
+    assert_int_equal(mailbox_fixture_raw_int(f->path,
+                                             "SELECT count(*) FROM mailbox WHERE expires_at = "
+                                             "1750000010"),
                      3);
     /* the case's own damaged rows do not hold its item up */
-    assert_int_equal(raw_int(f->path, "SELECT expires_at FROM items"), NOW + 10);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT expires_at FROM items"), NOW + 10);
     assert_int_equal(
-        raw_intf(f->path, "SELECT rules = 'garbage' FROM mailbox WHERE first_seq = %" PRId64, pol),
+        mailbox_fixture_raw_intf(
+            f->path, "SELECT rules = 'garbage' FROM mailbox WHERE first_seq = %" PRId64, pol),
         1);
     seen_t s;
     assert_int_equal(scan(f->store, POLITIE, &s), -1);
@@ -431,27 +373,32 @@ static void test_case_set_expiry_damaged(void **state)
     assert_int_equal(s.seq[0], (uint64_t)zorg);
     assert_int_equal(s.expires_at[0], NOW + 10);
     /* one whose body alone does not open: named by it */
-    raw_execf(f->path, "DELETE FROM mailbox WHERE first_seq = %" PRId64, pol);
-    raw_execf(f->path, "DELETE FROM mailbox WHERE first_seq = %" PRId64, pol2);
-    raw_execf(f->path, "UPDATE mailbox SET body = x'00' WHERE first_seq = %" PRId64, zorg);
+    mailbox_fixture_raw_execf(f->path, "DELETE FROM mailbox WHERE first_seq = %" PRId64, pol);
+    mailbox_fixture_raw_execf(f->path, "DELETE FROM mailbox WHERE first_seq = %" PRId64, pol2);
+    mailbox_fixture_raw_execf(f->path, "UPDATE mailbox SET body = x'00' WHERE first_seq = %" PRId64,
+                              zorg);
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_mailbox_row_case_set_expiry(f->store, a, NOW + 20), 1);
     assert_non_null(strstr(store_errmsg(f->store), "mailbox row"));
     assert_int_equal(store_commit(f->store), 0);
     assert_int_equal(
-        raw_intf(f->path, "SELECT expires_at FROM mailbox WHERE first_seq = %" PRId64, zorg),
+        mailbox_fixture_raw_intf(f->path,
+                                 "SELECT expires_at FROM mailbox WHERE first_seq = %" PRId64, zorg),
         NOW + 20);
     assert_int_equal(
-        raw_intf(f->path, "SELECT body = x'00' FROM mailbox WHERE first_seq = %" PRId64, zorg), 1);
+        mailbox_fixture_raw_intf(
+            f->path, "SELECT body = x'00' FROM mailbox WHERE first_seq = %" PRId64, zorg),
+        1);
     /* set aside, it follows the case still */
-    raw_execf(f->path,
-              "INSERT INTO mailbox_set_aside SELECT *, 1, 'test' FROM mailbox"
-              " WHERE first_seq = %" PRId64 "; DELETE FROM mailbox;",
-              zorg);
+    mailbox_fixture_raw_execf(f->path,
+                              "INSERT INTO mailbox_set_aside SELECT *, 1, 'test' FROM mailbox"
+                              " WHERE first_seq = %" PRId64 "; DELETE FROM mailbox;",
+                              zorg);
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_mailbox_row_case_set_expiry(f->store, a, NOW + 30), 0);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT expires_at FROM mailbox_set_aside"), NOW + 30);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT expires_at FROM mailbox_set_aside"),
+                     NOW + 30);
 }
 
 /* A case's item is held by a set-aside row of it outside the case until
@@ -461,19 +408,20 @@ static void test_case_set_expiry_held(void **state)
 {
     fixture_t *f = *state;
     char a[SCHAKEL_CASE_ID_LEN + 1];
-    published_t p;
+    mailbox_published_t p;
     static const size_t item0[1] = {0};
     static const uint32_t slot0[1] = {0};
     assert_int_equal(store_begin(f->store), 0);
     case_new(f->store, a);
-    publish(f->store, 1, 1, &p);
+    mailbox_fixture_publish(f->store, 1, 1, &p);
     (void)case_row(f->store, &p, 0, ZORG, a);
     int64_t sig = row_add(f->store, &p, POLITIE, item0, slot0, 1, 0, 1, NULL);
     assert_int_equal(store_commit(f->store), 0);
-    raw_execf(f->path,
-              "INSERT INTO mailbox_set_aside SELECT *, 1, 'test' FROM mailbox"
-              " WHERE first_seq = %" PRId64 "; DELETE FROM mailbox WHERE case_id IS NULL;",
-              sig);
+    mailbox_fixture_raw_execf(f->path,
+                              "INSERT INTO mailbox_set_aside SELECT *, 1, 'test' FROM mailbox"
+                              " WHERE first_seq = %" PRId64
+                              "; DELETE FROM mailbox WHERE case_id IS NULL;",
+                              sig);
     static const struct {
         const char *damage; /* of the set-aside row */
         int64_t close_at, item_at;
@@ -491,9 +439,9 @@ static void test_case_set_expiry_held(void **state)
         assert_int_equal(store_begin(f->store), 0);
         assert_int_equal(store_mailbox_row_case_set_expiry(f->store, a, steps[i].close_at), 0);
         assert_int_equal(store_commit(f->store), 0);
-        if (raw_int(f->path, "SELECT expires_at FROM items") != steps[i].item_at)
+        if (mailbox_fixture_raw_int(f->path, "SELECT expires_at FROM items") != steps[i].item_at)
             fail_msg("step %zu: item at %lld", i,
-                     (long long)raw_int(f->path, "SELECT expires_at FROM items"));
+                     (long long)mailbox_fixture_raw_int(f->path, "SELECT expires_at FROM items"));
     }
     /* a waiting row of it outside the case, damaged: held as it is */
     assert_int_equal(store_begin(f->store), 0);
@@ -504,19 +452,21 @@ static void test_case_set_expiry_held(void **state)
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_mailbox_row_case_set_expiry(f->store, a, NOW + 50), 0);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT expires_at FROM items"), NOW + 31 * DAY);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT expires_at FROM items"),
+                     NOW + 31 * DAY);
 }
 
 /* ------------------------------------------------------------------ expiry's references */
 
 static int64_t items_left(const char *path)
 {
-    return raw_int(path, "SELECT count(*) FROM items");
+    return mailbox_fixture_raw_int(path, "SELECT count(*) FROM items");
 }
 
 static int item_there(const char *path, int64_t seq)
 {
-    return (int)raw_intf(path, "SELECT count(*) FROM items WHERE seq = %" PRId64, seq);
+    return (int)mailbox_fixture_raw_intf(path, "SELECT count(*) FROM items WHERE seq = %" PRId64,
+                                         seq);
 }
 
 /* Every item and publish due at once, behind the store's back. */
@@ -533,11 +483,11 @@ static void all_due(const char *path)
 static void test_expire_items_per_item(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
+    mailbox_published_t p;
     static const size_t items3[3] = {0, 1, 2}, item1[1] = {1};
     static const uint32_t slots3[3] = {0, 0, 0}, slot0[1] = {0};
     assert_int_equal(store_begin(f->store), 0);
-    publish(f->store, 1, 3, &p);
+    mailbox_fixture_publish(f->store, 1, 3, &p);
     int64_t pol = row_add(f->store, &p, POLITIE, items3, slots3, 3, 0, 1, NULL);
     int64_t zorg = row_add(f->store, &p, ZORG, item1, slot0, 1, 1, 1, NULL);
     assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, (uint64_t)pol), 1);
@@ -572,12 +522,13 @@ static void test_expire_items_per_item(void **state)
     assert_int_equal(store_mailbox_row_expire_publishes(f->store, NOW, 10), 0);
     assert_int_equal(store_commit(f->store), 0);
     assert_int_equal(items_left(f->path), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 0);
-    assert_int_equal(raw_int(f->path, "SELECT coalesce(sum(bytes), 0) FROM stored_bytes"), 0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox"), 0);
+    assert_int_equal(
+        mailbox_fixture_raw_int(f->path, "SELECT coalesce(sum(bytes), 0) FROM stored_bytes"), 0);
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_mailbox_row_expire_publishes(f->store, NOW, 10), 1);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM publishes"), 0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM publishes"), 0);
 }
 
 /* The limit bounds the items looked at, the earliest due first; a
@@ -585,10 +536,10 @@ static void test_expire_items_per_item(void **state)
 static void test_expire_items_limit(void **state)
 {
     fixture_t *f = *state;
-    published_t p, q;
+    mailbox_published_t p, q;
     assert_int_equal(store_begin(f->store), 0);
-    publish(f->store, 1, 2, &p);
-    publish(f->store, 2, 2, &q);
+    mailbox_fixture_publish(f->store, 1, 2, &p);
+    mailbox_fixture_publish(f->store, 2, 2, &q);
     assert_int_equal(store_commit(f->store), 0);
     store_fixture_raw_exec(f->path, "UPDATE items SET expires_at = 10 - seq");
     assert_int_equal(store_begin(f->store), 0);
@@ -609,33 +560,35 @@ static void test_expire_items_limit(void **state)
 static void test_expire_items_set_aside_and_damage(void **state)
 {
     fixture_t *f = *state;
-    published_t p, q, d;
+    mailbox_published_t p, q, d;
     static const size_t items2[2] = {0, 1};
     static const uint32_t slots2[2] = {0, 0};
     assert_int_equal(store_begin(f->store), 0);
-    publish(f->store, 1, 2, &p);
-    publish(f->store, 2, 2, &q);
-    publish(f->store, 3, 2, &d);
+    mailbox_fixture_publish(f->store, 1, 2, &p);
+    mailbox_fixture_publish(f->store, 2, 2, &q);
+    mailbox_fixture_publish(f->store, 3, 2, &d);
     int64_t pol = row_add(f->store, &p, POLITIE, items2, slots2, 2, 0, 1, NULL);
     int64_t zorg = row_add(f->store, &q, ZORG, items2, slots2, 2, 0, 1, NULL);
     int64_t bad = row_add(f->store, &d, POLITIE2, items2, slots2, 2, 0, 1, NULL);
     assert_int_equal(store_commit(f->store), 0);
     /* POLITIE's row set aside with its first delivery done; ZORG's set
      * aside with its items column damaged; POLITIE2's waiting row damaged */
-    raw_execf(f->path,
-              "UPDATE mailbox SET done = x'01', pending = 1 WHERE first_seq = %" PRId64 ";"
-              "INSERT INTO mailbox_set_aside SELECT *, 1, 'test' FROM mailbox"
-              " WHERE first_seq = %" PRId64 ";",
-              pol, pol);
-    raw_execf(f->path, "DELETE FROM mailbox WHERE first_seq = %" PRId64, pol);
-    raw_execf(f->path,
-              "INSERT INTO mailbox_set_aside SELECT *, 1, 'test' FROM mailbox"
-              " WHERE first_seq = %" PRId64,
-              zorg);
-    raw_execf(f->path, "UPDATE mailbox_set_aside SET items = x'00' WHERE first_seq = %" PRId64,
-              zorg);
-    raw_execf(f->path, "DELETE FROM mailbox WHERE first_seq = %" PRId64, zorg);
-    raw_execf(f->path, "UPDATE mailbox SET done = x'0000' WHERE first_seq = %" PRId64, bad);
+    mailbox_fixture_raw_execf(
+        f->path,
+        "UPDATE mailbox SET done = x'01', pending = 1 WHERE first_seq = %" PRId64 ";"
+        "INSERT INTO mailbox_set_aside SELECT *, 1, 'test' FROM mailbox"
+        " WHERE first_seq = %" PRId64 ";",
+        pol, pol);
+    mailbox_fixture_raw_execf(f->path, "DELETE FROM mailbox WHERE first_seq = %" PRId64, pol);
+    mailbox_fixture_raw_execf(f->path,
+                              "INSERT INTO mailbox_set_aside SELECT *, 1, 'test' FROM mailbox"
+                              " WHERE first_seq = %" PRId64,
+                              zorg);
+    mailbox_fixture_raw_execf(
+        f->path, "UPDATE mailbox_set_aside SET items = x'00' WHERE first_seq = %" PRId64, zorg);
+    mailbox_fixture_raw_execf(f->path, "DELETE FROM mailbox WHERE first_seq = %" PRId64, zorg);
+    mailbox_fixture_raw_execf(f->path,
+                              "UPDATE mailbox SET done = x'0000' WHERE first_seq = %" PRId64, bad);
     all_due(f->path);
 
     assert_int_equal(store_begin(f->store), 0);
@@ -648,10 +601,11 @@ static void test_expire_items_set_aside_and_damage(void **state)
 
     /* the damaged rows gone, POLITIE's set-aside row all done: the rest
      * of the items go, and the publishes no row names */
-    raw_execf(f->path,
-              "DELETE FROM mailbox_set_aside WHERE first_seq <> %" PRId64 "; DELETE FROM mailbox;"
-              "UPDATE mailbox_set_aside SET done = x'03'",
-              pol);
+    mailbox_fixture_raw_execf(f->path,
+                              "DELETE FROM mailbox_set_aside WHERE first_seq <> %" PRId64
+                              "; DELETE FROM mailbox;"
+                              "UPDATE mailbox_set_aside SET done = x'03'",
+                              pol);
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_mailbox_row_expire_items(f->store, NOW, 10), 5);
     assert_int_equal(store_mailbox_row_expire_publishes(f->store, NOW, 10), 2);
@@ -668,19 +622,19 @@ static void test_expire_cases(void **state)
 {
     fixture_t *f = *state;
     char a[SCHAKEL_CASE_ID_LEN + 1], b[SCHAKEL_CASE_ID_LEN + 1];
-    published_t p;
+    mailbox_published_t p;
     assert_int_equal(store_begin(f->store), 0);
     case_new(f->store, a);
     case_new(f->store, b);
-    publish(f->store, 1, 1, &p);
+    mailbox_fixture_publish(f->store, 1, 1, &p);
     int64_t pol = case_row(f->store, &p, 0, POLITIE, a);
     int64_t zorg = case_row(f->store, &p, 0, ZORG, b);
     assert_int_equal(store_commit(f->store), 0);
-    raw_execf(f->path,
-              "INSERT INTO mailbox_set_aside SELECT *, 1, 'test' FROM mailbox"
-              " WHERE first_seq = %" PRId64,
-              zorg);
-    raw_execf(f->path, "DELETE FROM mailbox WHERE first_seq = %" PRId64, zorg);
+    mailbox_fixture_raw_execf(f->path,
+                              "INSERT INTO mailbox_set_aside SELECT *, 1, 'test' FROM mailbox"
+                              " WHERE first_seq = %" PRId64,
+                              zorg);
+    mailbox_fixture_raw_execf(f->path, "DELETE FROM mailbox WHERE first_seq = %" PRId64, zorg);
     store_fixture_raw_exec(f->path, "UPDATE cases SET expires_at = 1");
     assert_int_equal(store_mailbox_row_expire_cases(f->store, NOW, 10), -1); /* no transaction */
     assert_int_equal(store_begin(f->store), 0);
@@ -692,20 +646,20 @@ static void test_expire_cases(void **state)
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_mailbox_row_expire_cases(f->store, NOW, 10), 1);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM cases"), 1);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM case_items"), 1); /* b's */
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM cases"), 1);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM case_items"),
+                     1); /* b's */
     store_fixture_raw_exec(f->path, "DELETE FROM mailbox_set_aside");
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_mailbox_row_expire_cases(f->store, NOW, 10), 1);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM cases"), 0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM cases"), 0);
 }
 
 int main(void)
 {
-    if (sodium_init() < 0)
+    if (mailbox_fixture_init() != 0)
         return 1;
-    randombytes_buf(test_key, sizeof test_key);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_case_drop, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_case_drop_damaged, setup, store_fixture_teardown),

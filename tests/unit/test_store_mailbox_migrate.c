@@ -24,35 +24,18 @@
 #include <sodium.h>
 #include <sqlite3.h>
 
+#include "mailbox_fixture.h"
 #include "schakel_limits.h"
 #include "store.h"
 #include "store_fixture.h"
 #include "store_mailbox.h"
 
-#define SENDER "gemeente/meldingen"
-#define PARTNER "gemeente"
-#define POLITIE "politie/signalen"
-#define ZORG "zorg/wijkteam"
 #define OM "om/officier"
-#define NOW 1750000000LL
-#define DAY 86400LL
-
-typedef store_fixture_t fixture_t;
-
-static uint8_t test_key[STORE_KEY_BYTES];
 
 static int setup(void **state)
 {
-    *state = store_fixture_new("schakel-mbmigrate", test_key);
+    *state = store_fixture_new("schakel-mbmigrate", mailbox_fixture_key);
     return 0;
-}
-
-static int64_t raw_int(const char *path, const char *sql)
-{
-    sqlite3 *db = store_fixture_raw_open(path);
-    int64_t value = store_fixture_db_int(db, sql);
-    assert_int_equal(sqlite3_close(db), SQLITE_OK);
-    return value;
 }
 
 /* The first column of sql's first row as text, into out ("" for none). */
@@ -68,17 +51,6 @@ static void raw_text(const char *path, const char *sql, char *out, size_t len)
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
-__attribute__((format(printf, 2, 3))) static void raw_exec_fmt(const char *path, const char *fmt,
-                                                               ...)
-{
-    char sql[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof sql, fmt, ap);
-    va_end(ap);
-    store_fixture_raw_exec(path, sql);
-}
-
 /* Fail unless cond holds of mailbox_set_aside's row first_seq, showing the
  * row when it does not. */
 static void aside_check(const char *path, int64_t first_seq, const char *cond)
@@ -86,7 +58,7 @@ static void aside_check(const char *path, int64_t first_seq, const char *cond)
     char sql[768];
     snprintf(sql, sizeof sql, "SELECT %s FROM mailbox_set_aside WHERE first_seq = %lld", cond,
              (long long)first_seq);
-    if (raw_int(path, sql) == 1)
+    if (mailbox_fixture_raw_int(path, sql) == 1)
         return;
     snprintf(sql, sizeof sql,
              "SELECT quote(recipient) || ' n=' || quote(n) || ' pending=' || quote(pending) ||"
@@ -105,30 +77,6 @@ static void aside_check(const char *path, int64_t first_seq, const char *cond)
 /* ------------------------------------------------------------------ deliveries as the broker
  * queues them */
 
-typedef struct published {
-    uint8_t message_id[16];
-    int64_t publish_id;
-    int64_t item_seq[4];
-} published_t;
-
-/* A publish of n_items items ("item <k> of publish <tag>"), inside the
- * open transaction. */
-static void publish(store_t *store, uint8_t tag, size_t n_items, published_t *p)
-{
-    uint8_t hash[32] = {tag}, sig[64] = {tag}, root[32] = {tag};
-    memset(p, 0, sizeof *p);
-    p->message_id[0] = tag;
-    p->publish_id = store_publish_add(store, SENDER, p->message_id, hash, sig, root, NOW);
-    assert_true(p->publish_id > 0);
-    for (size_t k = 0; k < n_items; k++) {
-        char text[64];
-        snprintf(text, sizeof text, "item %u of publish %u", (unsigned)k, (unsigned)tag);
-        p->item_seq[k] =
-            store_item_add(store, p->publish_id, (uint32_t)k, (const uint8_t *)text, strlen(text));
-        assert_true(p->item_seq[k] > 0);
-    }
-}
-
 typedef struct rule {
     const char *id, *hash, *purpose, *basis;
     int64_t expires_at;
@@ -144,7 +92,7 @@ static const rule_t case_rule = {"ondermijning-lid", "cc33",        "Casusoverle
 
 /* Queue item k of p for recipient: a signal by reference under r, or with
  * case_id a case's delivery with body (an event when event is 1). */
-static int64_t queue(store_t *store, const published_t *p, size_t k, const char *recipient,
+static int64_t queue(store_t *store, const mailbox_published_t *p, size_t k, const char *recipient,
                      const rule_t *r, const char *case_id, int event, const char *body)
 {
     store_delivery_t d = {
@@ -281,7 +229,7 @@ static void views_equal(const views_t *want, const views_t *got)
  * before the damage, the counts are learnt after the set-aside (POLITIE
  * 4, ZORG 3, OM 2). Committed: old_store turns it into schema 12's. */
 typedef struct world {
-    published_t a, b, c, d;
+    mailbox_published_t a, b, c, d;
     char case_id[SCHAKEL_CASE_ID_LEN + 1];
     int64_t politie[5], zorg[3], om[3];
     views_t all[3];
@@ -295,10 +243,10 @@ static void world_make(fixture_t *f, world_t *w)
 {
     memset(w, 0, sizeof *w);
     assert_int_equal(store_begin(f->store), 0);
-    publish(f->store, 1, 3, &w->a);
-    publish(f->store, 2, 2, &w->b);
-    publish(f->store, 3, 1, &w->c);
-    publish(f->store, 4, 1, &w->d);
+    mailbox_fixture_publish(f->store, 1, 3, &w->a);
+    mailbox_fixture_publish(f->store, 2, 2, &w->b);
+    mailbox_fixture_publish(f->store, 3, 1, &w->c);
+    mailbox_fixture_publish(f->store, 4, 1, &w->d);
     assert_int_equal(store_case_create(f->store, "ondermijning", "politie", NULL, NOW, w->case_id),
                      0);
     w->politie[0] = queue(f->store, &w->a, 0, POLITIE, &short_rule, NULL, 0, NULL);
@@ -320,8 +268,9 @@ static void world_make(fixture_t *f, world_t *w)
     for (int r = 0; r < 3; r++)
         views_rows(f->store, recipients[r], &w->all[r]);
 
-    raw_exec_fmt(f->path, "UPDATE mailbox SET body = zeroblob(44) WHERE first_seq = %lld",
-                 (long long)w->om[2]);
+    mailbox_fixture_raw_execf(f->path,
+                              "UPDATE mailbox SET body = zeroblob(44) WHERE first_seq = %lld",
+                              (long long)w->om[2]);
     store_mailbox_aside_t row;
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_mailbox_row_set_aside(f->store, OM, (uint64_t)w->om[2], NOW, &row), 1);
@@ -330,7 +279,7 @@ static void world_make(fixture_t *f, world_t *w)
     char sql[128];
     snprintf(sql, sizeof sql, "SELECT expires_at FROM mailbox_set_aside WHERE first_seq = %lld",
              (long long)w->om[2]);
-    w->aside_expires_at = raw_int(f->path, sql);
+    w->aside_expires_at = mailbox_fixture_raw_int(f->path, sql);
     for (int r = 0; r < 3; r++)
         assert_int_equal(store_mailbox_count(f->store, recipients[r]), r == 0 ? 4 : r == 1 ? 3 : 2);
 }
@@ -374,7 +323,7 @@ static void old_store(fixture_t *f, const view_t *vs, size_t n_vs, int64_t aside
     for (size_t k = 0; k < n_vs; k++) {
         store_delivery_t d;
         view_delivery(&vs[k], &d);
-        store_fixture_delivery_put(db, test_key, &d);
+        store_fixture_delivery_put(db, mailbox_fixture_key, &d);
     }
     if (aside_seq > 0) {
         sqlite3_stmt *move = NULL;
@@ -435,7 +384,7 @@ static void migrate(fixture_t *f)
     if (store_mailbox_schema(f->store) != 0 || store_mailbox_migrate(f->store) != 0)
         fail_msg("migrate: %s", store_errmsg(f->store));
     assert_int_equal(store_commit(f->store), 0);
-    raw_exec_fmt(f->path, "PRAGMA user_version = %d", store_schema_version());
+    mailbox_fixture_raw_execf(f->path, "PRAGMA user_version = %d", store_schema_version());
 }
 
 /* ------------------------------------------------------------------ progress */
@@ -472,8 +421,9 @@ static void test_migrate(void **state)
 
     /* damaged after the views were taken: it cannot be a row */
     int64_t damaged = w.politie[4];
-    raw_exec_fmt(f->path, "UPDATE deliveries SET body = x'00' || substr(body, 2) WHERE seq = %lld",
-                 (long long)damaged);
+    mailbox_fixture_raw_execf(
+        f->path, "UPDATE deliveries SET body = x'00' || substr(body, 2) WHERE seq = %lld",
+        (long long)damaged);
     char body_before[256], aside_body_before[256], aside_expiry[32];
     char sql[512];
     snprintf(sql, sizeof sql, "SELECT hex(body) FROM deliveries WHERE seq = %lld",
@@ -485,8 +435,8 @@ static void test_migrate(void **state)
     snprintf(sql, sizeof sql, "SELECT expires_at FROM deliveries_set_aside WHERE seq = %lld",
              (long long)w.om[2]);
     raw_text(f->path, sql, aside_expiry, sizeof aside_expiry);
-    int64_t high_before = raw_int(f->path, "SELECT value FROM meta"
-                                           " WHERE name = 'delivery_seq_high'");
+    int64_t high_before = mailbox_fixture_raw_int(f->path, "SELECT value FROM meta"
+                                                           " WHERE name = 'delivery_seq_high'");
     time_t began = time(NULL);
 
     progress_calls = 0;
@@ -502,19 +452,22 @@ static void test_migrate(void **state)
         views_equal(&want[r], &got);
     }
     /* one row of one delivery each, nothing done */
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 8);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox WHERE n = 1 AND pending = 1"
-                                      " AND done IS NULL"),
-                     8);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox"), 8);
+    assert_int_equal(
+        mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox WHERE n = 1 AND pending = 1"
+                                         " AND done IS NULL"),
+        8);
     /* the counts: the one set aside left POLITIE's */
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 3);
     assert_int_equal(store_mailbox_row_pending(f->store, ZORG), 3);
     assert_int_equal(store_mailbox_row_pending(f->store, OM), 2);
     assert_int_equal(
-        raw_int(f->path, "SELECT sum(pending) FROM mailbox WHERE recipient = '" POLITIE "'"), 3);
+        mailbox_fixture_raw_int(f->path,
+                                "SELECT sum(pending) FROM mailbox WHERE recipient = '" POLITIE "'"),
+        3);
 
     /* the damaged one, set aside as it was mapped, its body untouched */
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 2);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 2);
     char text[256];
     snprintf(sql, sizeof sql, "SELECT hex(body) FROM mailbox_set_aside WHERE first_seq = %lld",
              (long long)damaged);
@@ -558,13 +511,16 @@ static void test_migrate(void **state)
     aside_check(f->path, w.om[2], sql);
 
     /* the old tables gone, their mark kept */
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE tbl_name IN"
-                                      " ('deliveries', 'deliveries_set_aside')"),
+    assert_int_equal(mailbox_fixture_raw_int(f->path,
+                                             "SELECT count(*) FROM sqlite_master WHERE tbl_name IN"
+                                             " ('deliveries', 'deliveries_set_aside')"),
+                     0);
+    assert_int_equal(mailbox_fixture_raw_int(
+                         f->path, "SELECT count(*) FROM sqlite_sequence WHERE name = 'deliveries'"),
                      0);
     assert_int_equal(
-        raw_int(f->path, "SELECT count(*) FROM sqlite_sequence WHERE name = 'deliveries'"), 0);
-    assert_int_equal(raw_int(f->path, "SELECT value FROM meta WHERE name = 'delivery_seq_high'"),
-                     high_before);
+        mailbox_fixture_raw_int(f->path, "SELECT value FROM meta WHERE name = 'delivery_seq_high'"),
+        high_before);
     int64_t high = 0;
     assert_int_equal(store_mailbox_seq_high(f->store, &high), 0);
     assert_int_equal(high, w.om[2]);
@@ -596,27 +552,32 @@ static void test_migrate_on_open(void **state)
     views_t want[3], got;
     world_want(&w, want);
     views_without(&want[0], (uint64_t)w.politie[4]);
-    raw_exec_fmt(f->path,
-                 "UPDATE deliveries SET body = x'00' || substr(body, 2) WHERE seq = %lld;"
-                 "UPDATE sqlite_sequence SET seq = %lld WHERE name = 'deliveries';"
-                 "UPDATE meta SET value = %lld WHERE name = 'delivery_seq_high'",
-                 (long long)w.politie[4], (long long)w.om[2] + 7, (long long)w.om[2]);
-    assert_int_equal(raw_int(f->path, "SELECT seq FROM sqlite_sequence WHERE name = 'deliveries'"),
+    mailbox_fixture_raw_execf(
+        f->path,
+        "UPDATE deliveries SET body = x'00' || substr(body, 2) WHERE seq = %lld;"
+        "UPDATE sqlite_sequence SET seq = %lld WHERE name = 'deliveries';"
+        "UPDATE meta SET value = %lld WHERE name = 'delivery_seq_high'",
+        (long long)w.politie[4], (long long)w.om[2] + 7, (long long)w.om[2]);
+    assert_int_equal(mailbox_fixture_raw_int(
+                         f->path, "SELECT seq FROM sqlite_sequence WHERE name = 'deliveries'"),
                      w.om[2] + 7); /* a mark there to fold */
 
     progress_calls = 0;
     store_set_progress(progress_hook);
-    f->store = store_fixture_open(f->path, test_key);
+    f->store = store_fixture_open(f->path, mailbox_fixture_key);
     store_set_progress(NULL);
     assert_int_equal(store_migrated_from(f->store, NULL), 12);
     assert_true(progress_calls >= 1);
     assert_string_equal(progress_last, "dropping the deliveries tables");
-    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), store_schema_version());
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE tbl_name IN"
-                                      " ('deliveries', 'deliveries_set_aside')"),
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "PRAGMA user_version"),
+                     store_schema_version());
+    assert_int_equal(mailbox_fixture_raw_int(f->path,
+                                             "SELECT count(*) FROM sqlite_master WHERE tbl_name IN"
+                                             " ('deliveries', 'deliveries_set_aside')"),
                      0);
-    assert_int_equal(
-        raw_int(f->path, "SELECT count(*) FROM sqlite_sequence WHERE name = 'deliveries'"), 0);
+    assert_int_equal(mailbox_fixture_raw_int(
+                         f->path, "SELECT count(*) FROM sqlite_sequence WHERE name = 'deliveries'"),
+                     0);
 
     for (int r = 0; r < 3; r++) {
         views_rows(f->store, recipients[r], &got);
@@ -625,9 +586,10 @@ static void test_migrate_on_open(void **state)
     assert_int_equal(store_mailbox_count(f->store, POLITIE), 3);
     assert_int_equal(store_mailbox_count(f->store, ZORG), 3);
     assert_int_equal(store_mailbox_count(f->store, OM), 2);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox WHERE n = 1 AND pending = 1"
-                                      " AND done IS NULL"),
-                     8);
+    assert_int_equal(
+        mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox WHERE n = 1 AND pending = 1"
+                                         " AND done IS NULL"),
+        8);
     /* both set aside, neither yet on the trail: the opener's to record */
     uint64_t unrecorded[4] = {0};
     assert_int_equal(store_set_aside_unrecorded(f->store, 0, unrecorded, 4), 2);
@@ -638,8 +600,9 @@ static void test_migrate_on_open(void **state)
     assert_string_equal(x.reason, w.aside.reason);
 
     /* the mark: folded, and the next seq above it */
-    assert_int_equal(raw_int(f->path, "SELECT value FROM meta WHERE name = 'delivery_seq_high'"),
-                     w.om[2] + 7);
+    assert_int_equal(
+        mailbox_fixture_raw_int(f->path, "SELECT value FROM meta WHERE name = 'delivery_seq_high'"),
+        w.om[2] + 7);
     assert_int_equal(store_begin(f->store), 0);
     int64_t next = queue(f->store, &w.d, 0, ZORG, &short_rule, NULL, 0, NULL);
     assert_int_equal(store_commit(f->store), 0);
@@ -658,10 +621,12 @@ static void test_migrate_empty(void **state)
     migrate(f);
     store_set_progress(NULL);
     assert_int_equal(progress_calls, 0); /* nothing walked, nothing to report */
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox"), 0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 0);
     assert_int_equal(
-        raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE tbl_name = 'deliveries'"), 0);
+        mailbox_fixture_raw_int(f->path,
+                                "SELECT count(*) FROM sqlite_master WHERE tbl_name = 'deliveries'"),
+        0);
     int64_t high = -1;
     assert_int_equal(store_mailbox_seq_high(f->store, &high), 0);
     assert_int_equal(high, 0);
@@ -697,8 +662,9 @@ static void test_migrate_rolled_back(void **state)
     world_t w;
     world_make(f, &w);
     world_old(f, &w);
-    raw_exec_fmt(f->path, "UPDATE deliveries SET body = x'00' || substr(body, 2) WHERE seq = %lld",
-                 (long long)w.politie[4]);
+    mailbox_fixture_raw_execf(
+        f->path, "UPDATE deliveries SET body = x'00' || substr(body, 2) WHERE seq = %lld",
+        (long long)w.politie[4]);
     char before[2][8192];
     old_tables_dump(f, before[0], before[1]);
     assert_int_equal(store_begin(f->store), 0);
@@ -708,11 +674,13 @@ static void test_migrate_rolled_back(void **state)
     assert_int_equal(store_rollback(f->store), 0);
 
     assert_int_equal(store_mailbox_count(f->store, POLITIE), 4); /* as learnt, before */
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE tbl_name IN"
-                                      " ('mailbox', 'mailbox_set_aside')"),
+    assert_int_equal(mailbox_fixture_raw_int(f->path,
+                                             "SELECT count(*) FROM sqlite_master WHERE tbl_name IN"
+                                             " ('mailbox', 'mailbox_set_aside')"),
                      0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deliveries"), 9);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deliveries_set_aside"), 1);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM deliveries"), 9);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM deliveries_set_aside"),
+                     1);
     char after[2][8192];
     old_tables_dump(f, after[0], after[1]);
     assert_string_equal(after[0], before[0]);
@@ -720,7 +688,7 @@ static void test_migrate_rolled_back(void **state)
     /* and it can run again, to the end */
     migrate(f);
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 3);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 8);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox"), 8);
 }
 
 /* Outside a transaction, without the tables, or onto tables that hold
@@ -748,8 +716,8 @@ static void test_migrate_refusals(void **state)
     assert_int_equal(store_mailbox_migrate(f->store), -1);
     assert_non_null(strstr(store_errmsg(f->store), "the mailbox tables are not empty"));
     assert_int_equal(store_rollback(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deliveries"), 9);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM deliveries"), 9);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox"), 0);
 }
 
 /* Deliveries that no row can hold are set aside, each with why, their
@@ -760,11 +728,11 @@ static void test_migrate_refusals(void **state)
 static void test_migrate_no_row_form(void **state)
 {
     fixture_t *f = *state;
-    published_t p[7];
+    mailbox_published_t p[7];
     int64_t seq[7];
     assert_int_equal(store_begin(f->store), 0);
     for (int k = 0; k < 7; k++) {
-        publish(f->store, (uint8_t)(10 + k), 1, &p[k]);
+        mailbox_fixture_publish(f->store, (uint8_t)(10 + k), 1, &p[k]);
         seq[k] = queue(f->store, &p[k], 0, POLITIE, &short_rule, NULL, 0, NULL);
     }
     assert_int_equal(store_commit(f->store), 0);
@@ -778,15 +746,17 @@ static void test_migrate_no_row_form(void **state)
     memcpy(vs.v[1].body, "own", 3);
     vs.v[1].body_len = 3;
     old_store(f, vs.v, vs.n, 0, NULL, 0);
-    raw_exec_fmt(f->path, "UPDATE deliveries SET accepted_at = 'x' WHERE seq = %lld",
-                 (long long)seq[2]);
-    raw_exec_fmt(f->path, "DELETE FROM items WHERE seq = %lld", (long long)p[3].item_seq[0]);
-    raw_exec_fmt(f->path, "UPDATE deliveries SET item_index = 1 WHERE seq = %lld",
-                 (long long)seq[4]);
-    raw_exec_fmt(f->path, "UPDATE deliveries SET expires_at = 'never' WHERE seq = %lld",
-                 (long long)seq[5]);
-    raw_exec_fmt(f->path, "UPDATE deliveries SET expires_at = 9000000000000000000 WHERE seq = %lld",
-                 (long long)seq[6]);
+    mailbox_fixture_raw_execf(f->path, "UPDATE deliveries SET accepted_at = 'x' WHERE seq = %lld",
+                              (long long)seq[2]);
+    mailbox_fixture_raw_execf(f->path, "DELETE FROM items WHERE seq = %lld",
+                              (long long)p[3].item_seq[0]);
+    mailbox_fixture_raw_execf(f->path, "UPDATE deliveries SET item_index = 1 WHERE seq = %lld",
+                              (long long)seq[4]);
+    mailbox_fixture_raw_execf(
+        f->path, "UPDATE deliveries SET expires_at = 'never' WHERE seq = %lld", (long long)seq[5]);
+    mailbox_fixture_raw_execf(
+        f->path, "UPDATE deliveries SET expires_at = 9000000000000000000 WHERE seq = %lld",
+        (long long)seq[6]);
     migrate(f);
 
     views_t got;
@@ -794,7 +764,7 @@ static void test_migrate_no_row_form(void **state)
     assert_int_equal(got.n, 1);
     assert_int_equal(got.v[0].seq, (uint64_t)seq[0]);
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 1);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 6);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 6);
     static const char *const why[7] = {
         NULL,
         "a signal queued with a body of its own (before schema 5) has no mailbox row form",
@@ -849,10 +819,11 @@ static void test_rekey(void **state)
     if (store_rekey(f->store, new_key, &counts) != 0)
         fail_msg("rekey: %s", store_errmsg(f->store));
     assert_int_equal(counts.mailbox_rows, 9); /* one body a row */
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 9);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox AS m JOIN old_bodies AS o"
-                                      " ON o.first_seq = m.first_seq AND o.body = m.body"),
-                     0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox"), 9);
+    assert_int_equal(
+        mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox AS m JOIN old_bodies AS o"
+                                         " ON o.first_seq = m.first_seq AND o.body = m.body"),
+        0);
     for (int r = 0; r < 3; r++) {
         views_rows(f->store, recipients[r], &got);
         views_equal(&want[r], &got);
@@ -864,7 +835,7 @@ static void test_rekey(void **state)
         views_equal(&want[r], &got);
     }
     /* mailbox_set_aside is left as it is, as deliveries_set_aside was */
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 1);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 1);
     sodium_memzero(new_key, sizeof new_key);
 }
 
@@ -888,9 +859,9 @@ static void test_rekey_refused(void **state)
     assert_non_null(strstr(store_errmsg(f->store), "no new key"));
     assert_int_equal(store_rollback(f->store), 0);
 
-    raw_exec_fmt(f->path,
-                 "UPDATE mailbox SET body = x'00' || substr(body, 2) WHERE first_seq = %lld",
-                 (long long)w.zorg[2]);
+    mailbox_fixture_raw_execf(
+        f->path, "UPDATE mailbox SET body = x'00' || substr(body, 2) WHERE first_seq = %lld",
+        (long long)w.zorg[2]);
     store_rekey_counts_t counts = {0, 0};
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_mailbox_rekey(f->store, new_key, &counts), -1);
@@ -919,9 +890,10 @@ static void test_rekey_refused(void **state)
     assert_int_equal(store_rollback(f->store), 0);
 
     /* nothing re-sealed: every body as it was, the others open as before */
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox AS m JOIN old_bodies AS o"
-                                      " ON o.first_seq = m.first_seq AND o.body = m.body"),
-                     8);
+    assert_int_equal(
+        mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox AS m JOIN old_bodies AS o"
+                                         " ON o.first_seq = m.first_seq AND o.body = m.body"),
+        8);
     views_rows(f->store, OM, &got);
     views_equal(&want[2], &got);
     sodium_memzero(new_key, sizeof new_key);
@@ -935,7 +907,7 @@ static int64_t seq_high(fixture_t *f)
     if (store_mailbox_seq_high(f->store, &high) != 0)
         fail_msg("seq high: %s", store_errmsg(f->store));
     /* the same SQL on a connection without the store, as a file's reader */
-    assert_int_equal(raw_int(f->path, "SELECT " STORE_MAILBOX_SEQ_HIGH_SQL), high);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT " STORE_MAILBOX_SEQ_HIGH_SQL), high);
     return high;
 }
 
@@ -1004,9 +976,8 @@ static void test_seq_high(void **state)
 
 int main(void)
 {
-    if (sodium_init() < 0)
+    if (mailbox_fixture_init() != 0)
         return 1;
-    randombytes_buf(test_key, sizeof test_key);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_migrate, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_migrate_on_open, setup, store_fixture_teardown),

@@ -21,37 +21,18 @@
 #include <sodium.h>
 #include <sqlite3.h>
 
+#include "mailbox_fixture.h"
 #include "schakel_limits.h"
 #include "store.h"
 #include "store_fixture.h"
 #include "store_mailbox.h"
 #include "store_mailbox_internal.h"
 
-#define SENDER "gemeente/meldingen"
-#define PARTNER "gemeente"
-#define POLITIE "politie/signalen"
-#define ZORG "zorg/wijkteam"
-#define NOW 1750000000LL
-#define DAY 86400LL
 #define SET_ASIDE_AT (NOW + 7)
-
-typedef store_fixture_t fixture_t;
-
-static uint8_t test_key[STORE_KEY_BYTES];
 
 static int setup(void **state)
 {
-    fixture_t *f = store_fixture_new("schakel-mbquery", test_key);
-    if (store_mailbox_schema(f->store) != 0)
-        fail_msg("mailbox schema: %s", store_errmsg(f->store));
-    *state = f;
-    return 0;
-}
-
-static void reopen(fixture_t *f)
-{
-    store_close(&f->store);
-    f->store = store_fixture_open(f->path, test_key);
+    return mailbox_fixture_setup(state, "schakel-mbquery");
 }
 
 /* SQL made from fmt, run behind the store's back, CHECKs off. */
@@ -72,61 +53,21 @@ __attribute__((format(printf, 2, 3))) static void raw_row_exec(const char *path,
 
 /* ------------------------------------------------------------------ publishes and rows */
 
-/* A publish of n_items items, its id message_id[0] = tag (as
- * test_store_mailbox.c makes them). */
-typedef struct published {
-    uint8_t message_id[16];
-    int64_t publish_id;
-    int64_t item_seq[8];
-    size_t n_items;
-} published_t;
-
-/* Inside the open transaction. */
-static void publish(store_t *store, uint8_t tag, size_t n_items, published_t *p)
-{
-    uint8_t hash[32] = {tag}, sig[64] = {tag}, root[32] = {tag};
-    memset(p, 0, sizeof *p);
-    p->message_id[0] = tag;
-    p->n_items = n_items;
-    p->publish_id = store_publish_add(store, SENDER, p->message_id, hash, sig, root, NOW);
-    assert_true(p->publish_id > 0);
-    for (size_t k = 0; k < n_items; k++) {
-        char text[64];
-        snprintf(text, sizeof text, "item %u of publish %lld", (unsigned)k,
-                 (long long)p->publish_id);
-        p->item_seq[k] =
-            store_item_add(store, p->publish_id, (uint32_t)k, (const uint8_t *)text, strlen(text));
-        assert_true(p->item_seq[k] > 0);
-    }
-}
-
-static const store_mailbox_rule_t two_rules[2] = {
-    {"gemeente-naar-politie", "aa11", "Signalering", "Gemeentewet art. 172", NOW + DAY, 0x3},
-    {"gemeente-naar-zorg", "bb22", "Zorg, en\nnazorg", "Wmo 2015: art. 5.2", NOW + 30 * DAY, 0x5},
-};
-
 /* Add a row of p's items 0 .. n-1 for recipient, entry k under rule slot
  * k % 2, at the next n seqs reserved; inside the open transaction. Its
  * first seq. */
-static int64_t row_add(store_t *store, const published_t *p, const char *recipient, size_t n)
+static int64_t row_add(store_t *store, const mailbox_published_t *p, const char *recipient,
+                       size_t n)
 {
+    static const size_t items[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    static const uint32_t slots[8] = {0, 1, 0, 1, 0, 1, 0, 1};
     store_mailbox_entry_t entries[8];
-    for (size_t k = 0; k < n; k++)
-        entries[k] = (store_mailbox_entry_t){(uint64_t)p->item_seq[k], (uint32_t)k, k % 2};
+    assert_true(n <= 8);
     int64_t first = store_delivery_seqs_reserve(store, n);
     assert_true(first > 0);
-    store_mailbox_row_t r = {
-        .first_seq = (uint64_t)first,
-        .recipient = recipient,
-        .sender = SENDER,
-        .sender_partner = PARTNER,
-        .message_id = p->message_id,
-        .accepted_at = NOW,
-        .entries = entries,
-        .n = n,
-        .rules = two_rules,
-        .n_rules = n < 2 ? 1 : 2,
-    };
+    store_mailbox_row_t r =
+        mailbox_fixture_row_of(p, recipient, (uint64_t)first, items, slots, n, entries);
+    r.n_rules = n < 2 ? 1 : 2; /* a row of one entry: its one rule line */
     if (store_mailbox_row_add(store, &r) != 0)
         fail_msg("row add: %s", store_errmsg(store));
     return first;
@@ -135,19 +76,19 @@ static int64_t row_add(store_t *store, const published_t *p, const char *recipie
 /* The mailboxes most tests start from, committed: POLITIE's rows A (4
  * deliveries), B (2), C (2); ZORG's row Z (2) between A and B. */
 typedef struct mailboxes {
-    published_t p[3];
+    mailbox_published_t p[3];
     int64_t a, z, b, c;
 } mailboxes_t;
 
 static void mailboxes(fixture_t *f, mailboxes_t *m)
 {
     assert_int_equal(store_begin(f->store), 0);
-    publish(f->store, 1, 4, &m->p[0]);
+    mailbox_fixture_publish(f->store, 1, 4, &m->p[0]);
     m->a = row_add(f->store, &m->p[0], POLITIE, 4);
     m->z = row_add(f->store, &m->p[0], ZORG, 2);
-    publish(f->store, 2, 2, &m->p[1]);
+    mailbox_fixture_publish(f->store, 2, 2, &m->p[1]);
     m->b = row_add(f->store, &m->p[1], POLITIE, 2);
-    publish(f->store, 3, 2, &m->p[2]);
+    mailbox_fixture_publish(f->store, 3, 2, &m->p[2]);
     m->c = row_add(f->store, &m->p[2], POLITIE, 2);
     assert_int_equal(store_commit(f->store), 0);
 }
@@ -167,7 +108,7 @@ static void set_aside(fixture_t *f, int64_t first_seq)
              "DELETE FROM mailbox WHERE first_seq = %lld",
              SET_ASIDE_AT, (long long)first_seq, (long long)first_seq, (long long)first_seq);
     store_fixture_raw_exec(f->path, sql);
-    reopen(f); /* the counts in memory are learnt again */
+    mailbox_fixture_reopen(f); /* the counts in memory are learnt again */
 }
 
 /* Ack seqs[0 .. n) of recipient in a transaction of their own, committed. */
@@ -177,14 +118,6 @@ static void ack_committed(fixture_t *f, const char *recipient, const int64_t *se
     for (size_t k = 0; k < n; k++)
         assert_int_equal(store_mailbox_row_ack(f->store, recipient, (uint64_t)seqs[k]), 1);
     assert_int_equal(store_commit(f->store), 0);
-}
-
-static int64_t raw_int(const char *path, const char *sql)
-{
-    sqlite3 *db = store_fixture_raw_open(path);
-    int64_t value = store_fixture_db_int(db, sql);
-    assert_int_equal(sqlite3_close(db), SQLITE_OK);
-    return value;
 }
 
 /* ------------------------------------------------------------------ what the listing hands out */
@@ -256,12 +189,12 @@ static void test_rule(void **state)
             continue;
         }
         assert_int_equal(found, 1);
-        assert_string_equal(out.rule_id, two_rules[k % 2].rule_id);
-        assert_string_equal(out.rule_hash, two_rules[k % 2].rule_hash);
+        assert_string_equal(out.rule_id, mailbox_fixture_two_rules[k % 2].rule_id);
+        assert_string_equal(out.rule_hash, mailbox_fixture_two_rules[k % 2].rule_hash);
         assert_string_equal(out.case_id, "");
     }
     assert_int_equal(store_mailbox_row_rule(f->store, ZORG, (uint64_t)m.z + 1, &out), 1);
-    assert_string_equal(out.rule_id, two_rules[1].rule_id);
+    assert_string_equal(out.rule_id, mailbox_fixture_two_rules[1].rule_id);
     static const struct {
         const char *recipient;
         int64_t offset; /* from m.a; -1: 0, -2: UINT64_MAX */
@@ -294,7 +227,7 @@ static void test_rule(void **state)
     assert_int_equal(store_rollback(f->store), 0);
     assert_int_equal(store_mailbox_row_rule(f->store, POLITIE, (uint64_t)m.a + 2, &out), 1);
     assert_int_equal(store_mailbox_row_rule(f->store, POLITIE, (uint64_t)m.b + 1, &out), 1);
-    assert_string_equal(out.rule_id, two_rules[1].rule_id);
+    assert_string_equal(out.rule_id, mailbox_fixture_two_rules[1].rule_id);
 
     /* rule lines and items stored as the other of text and blob read as
      * the scan reads them */
@@ -302,13 +235,14 @@ static void test_rule(void **state)
                  "UPDATE mailbox SET rules = CAST(rules AS BLOB), items = CAST(items AS TEXT)"
                  " WHERE first_seq = %lld",
                  (long long)m.b);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox WHERE typeof(rules) = 'blob'"),
+    assert_int_equal(mailbox_fixture_raw_int(
+                         f->path, "SELECT count(*) FROM mailbox WHERE typeof(rules) = 'blob'"),
                      1);
     assert_int_equal(store_mailbox_row_rule(f->store, POLITIE, (uint64_t)m.b + 1, &out), 1);
-    assert_string_equal(out.rule_hash, two_rules[1].rule_hash);
+    assert_string_equal(out.rule_hash, mailbox_fixture_two_rules[1].rule_hash);
     listed_seen_t s = {0};
     assert_int_equal(list(f->store, POLITIE, (uint64_t)m.b, 1, &s), 1);
-    assert_string_equal(s.rule_id[0], two_rules[1].rule_id);
+    assert_string_equal(s.rule_id[0], mailbox_fixture_two_rules[1].rule_id);
     assert_int_equal(s.item_index[0], 1);
 
     /* a row set aside holds no pending delivery */
@@ -321,12 +255,12 @@ static void test_rule(void **state)
 static void test_rule_case_and_sizes(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
+    mailbox_published_t p;
     char case_id[SCHAKEL_CASE_ID_LEN + 1];
     static const char event[] = "a case event";
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_case_create(f->store, "ondermijning", "politie", NULL, NOW, case_id), 0);
-    publish(f->store, 5, 2, &p);
+    mailbox_fixture_publish(f->store, 5, 2, &p);
     int64_t first = store_delivery_seqs_reserve(f->store, 3);
     store_mailbox_entry_t e[2] = {{(uint64_t)p.item_seq[0], 0, 0}, {(uint64_t)p.item_seq[1], 1, 1}};
     store_mailbox_row_t r = {
@@ -338,7 +272,7 @@ static void test_rule_case_and_sizes(void **state)
         .accepted_at = NOW,
         .entries = e,
         .n = 1,
-        .rules = two_rules,
+        .rules = mailbox_fixture_two_rules,
         .n_rules = 1,
         .case_id = case_id,
         .is_case_event = 1,
@@ -356,7 +290,7 @@ static void test_rule_case_and_sizes(void **state)
         .accepted_at = NOW,
         .entries = e,
         .n = 2,
-        .rules = two_rules,
+        .rules = mailbox_fixture_two_rules,
         .n_rules = 2,
     };
     if (store_mailbox_row_add(f->store, &r) != 0)
@@ -376,7 +310,7 @@ static void test_rule_case_and_sizes(void **state)
                  " WHERE first_seq = %lld",
                  strlen(id), id, strlen(hash), hash, (long long)first + 1);
     assert_int_equal(store_mailbox_row_rule(f->store, ZORG, (uint64_t)first, &out), 1);
-    assert_string_equal(out.rule_id, two_rules[0].rule_id);
+    assert_string_equal(out.rule_id, mailbox_fixture_two_rules[0].rule_id);
     assert_string_equal(out.case_id, case_id);
     assert_int_equal(store_mailbox_row_rule(f->store, POLITIE, (uint64_t)first + 1, &out), 0);
     assert_int_equal(store_mailbox_row_rule(f->store, POLITIE, (uint64_t)first + 2, &out), 0);
@@ -414,7 +348,7 @@ static void test_rule_damaged(void **state)
         /* the other rows answer as before */
         assert_int_equal(store_mailbox_row_rule(f->store, POLITIE, (uint64_t)m.b, &out), 1);
         store_fixture_destroy(&f);
-        f = store_fixture_new("schakel-mbquery", test_key);
+        f = store_fixture_new("schakel-mbquery", mailbox_fixture_key);
         assert_int_equal(store_mailbox_schema(f->store), 0);
         *state = f;
     }
@@ -448,9 +382,9 @@ static void test_list(void **state)
     assert_int_equal(list(f->store, POLITIE, 0, 100, &s), (int)n_want);
     for (size_t k = 0; k < n_want; k++) {
         int aside = want[k] == (uint64_t)m.b || want[k] == (uint64_t)m.b + 1;
-        const published_t *p = want[k] < (uint64_t)m.b   ? &m.p[0]
-                               : want[k] < (uint64_t)m.c ? &m.p[1]
-                                                         : &m.p[2];
+        const mailbox_published_t *p = want[k] < (uint64_t)m.b   ? &m.p[0]
+                                       : want[k] < (uint64_t)m.c ? &m.p[1]
+                                                                 : &m.p[2];
         uint64_t index = want[k] - (uint64_t)(p == &m.p[0] ? m.a : p == &m.p[1] ? m.b : m.c);
         assert_int_equal(s.seq[k], want[k]);
         assert_int_equal(s.item_index[k], index);
@@ -458,14 +392,15 @@ static void test_list(void **state)
         assert_string_equal(s.sender[k], SENDER);
         assert_true(s.has_id[k]);
         assert_int_equal(s.queued_at[k], NOW);
-        assert_string_equal(s.rule_id[k], two_rules[index % 2].rule_id);
-        assert_string_equal(s.rule_hash[k], two_rules[index % 2].rule_hash);
+        assert_string_equal(s.rule_id[k], mailbox_fixture_two_rules[index % 2].rule_id);
+        assert_string_equal(s.rule_hash[k], mailbox_fixture_two_rules[index % 2].rule_hash);
         assert_string_equal(s.case_id[k], "(null)");
         assert_false(s.is_case_event[k]);
         assert_int_equal(s.event_seq[k], 0);
         assert_int_equal(s.set_aside[k], aside);
         /* waiting: its own rule's expiry; set aside: the row's, at which it goes */
-        assert_int_equal(s.expires_at[k], aside ? NOW + DAY : two_rules[index % 2].expires_at);
+        assert_int_equal(s.expires_at[k],
+                         aside ? NOW + DAY : mailbox_fixture_two_rules[index % 2].expires_at);
         assert_int_equal(s.set_aside_at[k], aside ? SET_ASIDE_AT : 0);
         if (aside)
             assert_non_null(strstr(s.reason[k], "does not authenticate"));
@@ -587,12 +522,12 @@ static void test_list_marks(void **state)
 static void test_list_case(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
+    mailbox_published_t p;
     char case_id[SCHAKEL_CASE_ID_LEN + 1];
     static const char event[] = "a case event";
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_case_create(f->store, "ondermijning", "politie", NULL, NOW, case_id), 0);
-    publish(f->store, 6, 1, &p);
+    mailbox_fixture_publish(f->store, 6, 1, &p);
     int64_t first = store_delivery_seqs_reserve(f->store, 2);
     store_mailbox_entry_t e[1] = {{(uint64_t)p.item_seq[0], 0, 0}};
     for (int k = 0; k < 2; k++) {
@@ -605,7 +540,7 @@ static void test_list_case(void **state)
             .accepted_at = NOW,
             .entries = e,
             .n = 1,
-            .rules = two_rules,
+            .rules = mailbox_fixture_two_rules,
             .n_rules = 1,
             .case_id = case_id,
             .is_case_event = k == 0,
@@ -715,9 +650,9 @@ static void test_next_recipient(void **state)
     assert_int_equal(next_recipient(f->store, "", out), 0);
     mailboxes_t m;
     mailboxes(f, &m);
-    published_t p;
+    mailbox_published_t p;
     assert_int_equal(store_begin(f->store), 0);
-    publish(f->store, 9, 1, &p);
+    mailbox_fixture_publish(f->store, 9, 1, &p);
     int64_t early = row_add(f->store, &p, "brandweer/meldkamer", 1);
     assert_int_equal(store_commit(f->store), 0);
     static const char *const order[] = {"brandweer/meldkamer", POLITIE, ZORG};
@@ -902,9 +837,8 @@ static void test_query_plans(void **state)
 
 int main(void)
 {
-    if (sodium_init() < 0)
+    if (mailbox_fixture_init() != 0)
         return 1;
-    randombytes_buf(test_key, sizeof test_key);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_rule, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_rule_case_and_sizes, setup, store_fixture_teardown),
