@@ -631,8 +631,8 @@ static void test_expire_sets_aside_a_damaged_row(void **state)
 static void test_expire_sets_aside_a_row_of_no_recipient(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
-    int64_t first = two_rows(f, &p);
+    mailbox_published_t p;
+    int64_t first = mailbox_fixture_two_rows(f, &p);
     store_fixture_raw_exec(f->path,
                            "UPDATE mailbox SET recipient = replace(hex(zeroblob(300)), '0', 'x')"
                            " WHERE recipient = '" POLITIE "'");
@@ -645,8 +645,8 @@ static void test_expire_sets_aside_a_row_of_no_recipient(void **state)
     char sql[96];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM mailbox_set_aside WHERE first_seq = %lld",
              (long long)first);
-    assert_int_equal(raw_int(f->path, sql), 1);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, sql), 1);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox"), 0);
 }
 
 /* A pending count that does not agree with the row's done bits (the seal
@@ -655,8 +655,8 @@ static void test_expire_sets_aside_a_row_of_no_recipient(void **state)
 static void test_pending_that_disagrees_is_damage(void **state)
 {
     fixture_t *f = *state;
-    published_t p;
-    int64_t first = two_rows(f, &p);
+    mailbox_published_t p;
+    int64_t first = mailbox_fixture_two_rows(f, &p);
     store_fixture_raw_exec(f->path, "PRAGMA ignore_check_constraints = ON;"
                                     "UPDATE mailbox SET pending = 7 WHERE recipient = '" ZORG "'");
     seen_t s;
@@ -680,8 +680,8 @@ static void test_pending_that_disagrees_is_damage(void **state)
     assert_int_equal(store_mailbox_row_expire(f->store, NOW + 30 * DAY, 10, on_removed, &r), 0);
     assert_int_equal(store_mailbox_expire_set_aside(f->store), 1);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 2);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox"), 0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 2);
 }
 
 /* ------------------------------------------------------------------ cases */
