@@ -508,8 +508,8 @@ proto-mailbox: $(PROTO_MAILBOX)
 	@for n in 256 3; do for s in none today batch slim log; do \
 	  $(PROTO_MAILBOX) --schema $$s --batch $$n || exit 1; echo; done; done
 
-# Nor is mailbox_rows: the store's mailbox rows (store_mailbox.c) against
-# today's deliveries, with the store's own code, for callgrind (its header
+# Nor is mailbox_rows: the store's mailbox rows (store_mailbox.c) of a
+# publish against rows of one delivery, with the store's own code, for callgrind (its header
 # gives the commands). `make mailbox-rows` only builds it.
 MAILBOX_ROWS := $(BUILD)/bench/mailbox_rows
 

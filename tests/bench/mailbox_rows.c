@@ -1,9 +1,12 @@
 /*
  * mailbox_rows.c — a measurement, not a test: the store's own code for a
- * mailbox of rows of one publish and recipient (store_mailbox.c, not yet
- * the broker's) against today's deliveries table, so that the instructions
- * per delivery of docs/design/mailbox.md section 5 (a prototype in SQLite
- * alone) can be checked on the real code, sealing and opening included.
+ * mailbox of rows of one publish and recipient (store_mailbox.c, the
+ * broker's since schema 13) against a row per delivery (--schema today:
+ * what store_delivery_add makes, as schema 12 kept a delivery in a row of
+ * its own; measured against schema 12's table itself before the switch),
+ * so that the instructions per delivery of docs/design/mailbox.md section
+ * 5 (a prototype in SQLite alone) can be checked on the real code, sealing
+ * and opening included.
  *
  * It makes a store in a temporary folder (store_open, the broker's
  * settings), then: --publishes publishes of --items items of 1 KiB at
@@ -55,7 +58,7 @@ static const store_mailbox_rule_t rules[RECIPIENTS] = {
 
 typedef struct bench {
     store_t *store;
-    int rows; /* 1: the mailbox rows; 0: today's deliveries */
+    int rows; /* 1: a row per publish and recipient; 0: a row per delivery */
     int items, publishes, kept;
     uint64_t *seqs[RECIPIENTS]; /* what the scan handed out, to ack */
     size_t n_seqs[RECIPIENTS];
