@@ -6,10 +6,10 @@
  * body, in a row of one delivery), and a bitmap of the deliveries acked or
  * removed. The store's API keeps per-delivery views (store_delivery_t).
  *
- * Built beside the deliveries table, not yet used by the broker: the
- * schema step that makes the table, moves the deliveries over and switches
- * the callers is a later change (the design's step 4). Until then these
- * names stand apart from store_delivery.c's (store_mailbox_row_*).
+ * The broker's mailbox since schema 13 (which moved schema 12's
+ * deliveries table over: store_mailbox_migrate). store.h's per-delivery
+ * functions (store_delivery.c) hand their work to these
+ * (store_mailbox_row_*), so most callers never name them.
  */
 #ifndef SCHAKEL_STORE_MAILBOX_H
 #define SCHAKEL_STORE_MAILBOX_H
@@ -151,9 +151,7 @@ size_t store_mailbox_expire_set_aside(const store_t *store);
 /* recipient's pending deliveries in the rows, this transaction's marks
  * and rows included: from the counts in memory (store_count.c), learnt
  * from the sum of the rows' pending counts the first time. -1 on error.
- * The counts are the ones store_mailbox_count keeps for the deliveries
- * table: until the broker switches over, a store handle counts one
- * mailbox or the other, never both. */
+ * What store_mailbox_count answers. */
 int64_t store_mailbox_row_pending(store_t *store, const char *recipient);
 
 /* ------------------------------------------------------------------ migration, rekey, counters
