@@ -335,6 +335,9 @@ int case_drop_partner(case_cmd_t *x, const char *partner_id)
     if (store_case_drop_deliveries_at(b->store, x->case_id, partner_id, b->now_s, case_on_dropped,
                                       x) < 0)
         return -1;
+    /* a row of the case that did not read was set aside whole: its entries */
+    if (record_set_aside_in_turn(b) != 0)
+        return -1;
     if (x->drops_lost) {
         broker_fail_turn(b);
         return -1;

@@ -916,7 +916,11 @@ int store_open_case_kinds(store_t *store, store_case_kind_fn fn, void *arg);
  * store_case_drop_deliveries_at is the same with the broker's clock and
  * a callback per removed delivery (as store_delivery_revoke's: it runs in
  * the transaction and must not call store functions), so that the caller
- * can release what it had in flight. Cost: O(k log n) for k removed. */
+ * can release what it had in flight. A row of the case that does not read
+ * (damage: it could be neither removed nor sent) is set aside whole
+ * instead, its deliveries named by no entry yet (store_set_aside_unrecorded:
+ * the caller records them in the same transaction). Cost: O(k log n) for
+ * k removed. */
 int store_case_drop_deliveries(store_t *store, const char *case_id, const char *recipient);
 int store_case_drop_deliveries_at(store_t *store, const char *case_id, const char *recipient,
                                   int64_t now, store_expired_fn fn, void *arg);

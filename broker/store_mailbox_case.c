@@ -62,29 +62,79 @@ static sqlite3_stmt *stmt_on(store_t *store, enum mailbox_stmt_id id, const char
 /* Columns of MB_CASE_DROP_ROWS. */
 enum { DROP_FIRST_SEQ, DROP_N, DROP_RECIPIENT };
 
+/* A case's rows the walk could not read, set aside once it is done (the
+ * walk's statement is live meanwhile); more stop the walk until a later
+ * leave takes them. */
+#define DROP_DAMAGED_MAX 16
+typedef struct drop_damaged {
+    int64_t first_seq[DROP_DAMAGED_MAX];
+    char recipient[DROP_DAMAGED_MAX][SCHAKEL_MAX_PRINCIPAL_LEN + 1]; /* "": unreadable */
+    char why[DROP_DAMAGED_MAX][STORE_SET_ASIDE_REASON_LEN];
+    size_t n;
+} drop_damaged_t;
+
 /* Remove the pending deliveries of the current row of `rows` (the walk),
  * each as store_mailbox_row_remove does: 0 with *dropped counted, or -1.
  * The walk reads on: a removal marks in memory, the row is written at the
- * commit, so no row moves under it. */
+ * commit, so no row moves under it. A row that does not read (first_seq,
+ * n, recipient, or its rule lines and counts as no broker writes them) is
+ * noted in *damaged, to be set aside after the walk (0), so that one
+ * damaged row cannot stop a member's leave. */
 static int drop_row(store_t *store, sqlite3_stmt *rows, int64_t now, store_expired_fn fn, void *arg,
-                    int *dropped)
+                    int *dropped, drop_damaged_t *damaged)
 {
     int64_t first = sqlite3_column_int64(rows, DROP_FIRST_SEQ);
     int64_t n = sqlite3_column_int64(rows, DROP_N);
     const char *text = store_column_text(rows, DROP_RECIPIENT);
-    char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
-    if (!mailbox_span_ok(first, n) || text == NULL || strlen(text) >= sizeof recipient) {
+    char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1] = "";
+    if (text != NULL && strlen(text) < sizeof recipient)
+        strcpy(recipient, text);
+    int rc = 0;
+    if (!mailbox_span_ok(first, n) || recipient[0] == 0) {
         store_refuse(store, "case_drop_deliveries",
                      "damaged row: first_seq, n or recipient as no broker writes them");
-        return -1;
+        rc = -1;
     }
-    strcpy(recipient, text);
-    for (int64_t i = 0; i < n && *dropped < INT_MAX; i++) {
+    for (int64_t i = 0; rc == 0 && i < n && *dropped < INT_MAX; i++) {
         int removed =
             store_mailbox_row_remove(store, recipient, (uint64_t)(first + i), now, fn, arg);
         if (removed < 0)
+            rc = -1;
+        else
+            *dropped += removed;
+    }
+    if (rc == 0)
+        return 0;
+    if (store->last_rc != 0 || strstr(store->errmsg, "damaged row") == NULL || first <= 0 ||
+        damaged->n == DROP_DAMAGED_MAX)
+        return -1;
+    damaged->first_seq[damaged->n] = first;
+    strcpy(damaged->recipient[damaged->n], recipient);
+    snprintf(damaged->why[damaged->n], sizeof damaged->why[0], "%.250s", store->errmsg);
+    damaged->n++;
+    return 0;
+}
+
+/* Set the rows the walk could not read aside whole (store_mailbox_aside.c),
+ * their deliveries named by no entry yet (store_set_aside_unrecorded finds
+ * them: the caller records them). 0 or -1. */
+static int drop_set_aside(store_t *store, const drop_damaged_t *damaged, int64_t now)
+{
+    for (size_t k = 0; k < damaged->n; k++) {
+        store_mailbox_aside_t aside;
+        int rc = damaged->recipient[k][0] != 0
+                     ? store_mailbox_row_set_aside(store, damaged->recipient[k],
+                                                   (uint64_t)damaged->first_seq[k], now, &aside)
+                     : (store_mailbox_row_set_aside_unread(store, damaged->first_seq[k], now,
+                                                           damaged->why[k]) == 0
+                            ? 1
+                            : -1);
+        if (rc < 0)
             return -1;
-        *dropped += removed;
+        if (rc == 0) { /* it reads after all: what the walk met stands */
+            store_refuse(store, "case_drop_deliveries", damaged->why[k]);
+            return -1;
+        }
     }
     return 0;
 }
@@ -108,14 +158,18 @@ int store_mailbox_row_case_drop_at(store_t *store, const char *case_id, const ch
             store_stmt_finish(rows);
         return -1;
     }
+    drop_damaged_t damaged; /* about 6 KB */
+    damaged.n = 0;
     int dropped = 0, rc = SQLITE_DONE, result = 0;
     while (result == 0 && dropped < INT_MAX && (rc = sqlite3_step(rows)) == SQLITE_ROW)
-        result = drop_row(store, rows, now, fn, arg, &dropped);
+        result = drop_row(store, rows, now, fn, arg, &dropped, &damaged);
     if (result == 0 && dropped < INT_MAX && rc != SQLITE_DONE) {
         store_fail(store, "case_drop_deliveries");
         result = -1;
     }
     store_stmt_finish(rows);
+    if (result == 0)
+        result = drop_set_aside(store, &damaged, now);
     return result == 0 ? dropped : -1;
 }
 
