@@ -106,7 +106,8 @@ static const char *const mailbox_sql[MB_STMT_COUNT] = {
     /* From the row holding the seq after the cursor: the subquery is one
      * descent, run once; the rows then come in first_seq order. */
     [MB_SCAN] = "SELECT first_seq, n, done, first_item_seq, publish_id, sender, sender_partner,"
-                " message_id, accepted_at, rules, items, body, case_id, is_case_event, pending"
+                " message_id, accepted_at, rules, items, body, case_id, is_case_event, pending,"
+                " expires_at"
                 " FROM mailbox WHERE recipient = ?1 AND first_seq >= coalesce((SELECT first_seq"
                 " FROM mailbox WHERE recipient = ?1 AND first_seq <= ?2"
                 " ORDER BY first_seq DESC LIMIT 1), 0) ORDER BY first_seq",
@@ -177,8 +178,12 @@ static const char *const mailbox_sql[MB_STMT_COUNT] = {
         " WHERE case_id = ?1 AND (recipient, first_seq) > (?2, ?3)"
         " ORDER BY recipient, first_seq LIMIT 1",
     /* ?2 and ?3 NULL: a row that does not re-seal keeps them as they are */
+    /* A row kept as it was (?2 NULL: it could not be re-sealed) keeps its
+     * rule lines, so its expires_at may only move earlier: later than its
+     * deliveries' own is damage to the scan. */
     [MB_CASE_ROW_SET] = "UPDATE mailbox SET rules = coalesce(?2, rules), body = coalesce(?3, body),"
-                        " expires_at = ?4 WHERE first_seq = ?1",
+                        " expires_at = CASE WHEN ?2 IS NULL THEN min(?4, expires_at) ELSE ?4 END"
+                        " WHERE first_seq = ?1",
     /* The case's items one at a time, with the latest expiry of another
      * case that links the item (what else holds it is read in the rows). */
     [MB_CASE_ITEM_NEXT] =

@@ -33,7 +33,8 @@ enum scan_col {
     SC_BODY,
     SC_CASE_ID,
     SC_IS_CASE_EVENT,
-    SC_PENDING
+    SC_PENDING,
+    SC_EXPIRES_AT
 };
 
 /* ------------------------------------------------------------------ the scan */
@@ -61,7 +62,8 @@ static int scan_damaged(store_t *store, const char *why)
 static int scan_integers_typed(sqlite3_stmt *stmt)
 {
     static const int cols[] = {SC_FIRST_SEQ,  SC_N,           SC_FIRST_ITEM_SEQ,
-                               SC_PUBLISH_ID, SC_ACCEPTED_AT, SC_IS_CASE_EVENT};
+                               SC_PUBLISH_ID, SC_ACCEPTED_AT, SC_IS_CASE_EVENT,
+                               SC_EXPIRES_AT};
     for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++)
         if (sqlite3_column_type(stmt, cols[i]) != SQLITE_INTEGER)
             return 0;
@@ -118,12 +120,23 @@ static int scan_read(store_t *store, sqlite3_stmt *stmt, const char *recipient, 
         }
         return scan_damaged(store, "damaged row: rule lines no broker writes so");
     }
-    for (uint32_t i = 0; i < c->n; i++)
-        if (mailbox_rule_slot_at(c->items, i) >= r->rules.n_slots ||
-            c->first_item_seq + (int64_t)mailbox_item_index_at(c->items, i) -
-                    (int64_t)mailbox_item_index_at(c->items, 0) <=
-                0)
+    /* The row's expires_at (not bound by the seal) is the earliest expiry
+     * of its pending deliveries, or earlier (an ack does not rewrite it):
+     * later would hide them from the expiry sweep, which finds due rows
+     * by it, so that is damage too. */
+    int64_t earliest = INT64_MAX;
+    for (uint32_t i = 0; i < c->n; i++) {
+        uint32_t slot = mailbox_rule_slot_at(c->items, i);
+        if (slot >= r->rules.n_slots || c->first_item_seq +
+                                                (int64_t)mailbox_item_index_at(c->items, i) -
+                                                (int64_t)mailbox_item_index_at(c->items, 0) <=
+                                            0)
             return scan_damaged(store, "damaged row: a rule slot or item out of range");
+        if (!mailbox_done_bit(r->done, i) && r->rules.slots[slot].expires_at < earliest)
+            earliest = r->rules.slots[slot].expires_at;
+    }
+    if (sqlite3_column_int64(stmt, SC_EXPIRES_AT) > earliest)
+        return scan_damaged(store, "damaged row: its expiry later than its deliveries'");
     /* this transaction's acks and removals, not yet written */
     const uint8_t *marked = store_mailbox_marked(store, c->first_seq);
     if (marked != NULL)

@@ -684,6 +684,27 @@ static void test_pending_that_disagrees_is_damage(void **state)
     assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 2);
 }
 
+/* A row's expires_at (not bound by the seal) later than its pending
+ * deliveries' own would hide it from the sweep: the scan refuses it as
+ * damage, so the push sets it aside; earlier (as acks leave it) it reads. */
+static void test_expiry_later_than_the_rows_is_damage(void **state)
+{
+    fixture_t *f = *state;
+    mailbox_published_t p;
+    int64_t first = mailbox_fixture_two_rows(f, &p);
+    seen_t s;
+    mailbox_fixture_raw_execf(f->path, "UPDATE mailbox SET expires_at = expires_at - 1");
+    assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), 4);
+    assert_int_equal(scan(f->store, ZORG, 0, 100, &s), 2);
+    mailbox_fixture_raw_execf(f->path,
+                              "UPDATE mailbox SET expires_at = %lld WHERE recipient = '" ZORG "'",
+                              (long long)(NOW + 3650 * DAY));
+    assert_int_equal(scan(f->store, ZORG, 0, 100, &s), -1);
+    assert_non_null(strstr(store_errmsg(f->store), "damaged row"));
+    assert_int_equal(store_scan_unreadable(f->store), (uint64_t)first + 4);
+    assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), 4);
+}
+
 /* ------------------------------------------------------------------ cases */
 
 static void test_case_row(void **state)
@@ -835,6 +856,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expire_sets_aside_a_row_of_no_recipient, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_pending_that_disagrees_is_damage, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_expiry_later_than_the_rows_is_damage, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_case_row, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_tampered_row_fails_to_open, setup,
