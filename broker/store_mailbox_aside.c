@@ -126,14 +126,6 @@ static void aside_delivery(const aside_span_t *s, const aside_facts_t *f, uint32
     e->rule_hash = aside_text(slot->rule_hash, 64);
 }
 
-static uint32_t bits_set(const uint8_t *done, uint32_t n)
-{
-    uint32_t count = 0;
-    for (uint32_t i = 0; i < n; i++)
-        count += (uint32_t)mailbox_done_bit(done, i);
-    return count;
-}
-
 /* ------------------------------------------------------------------ setting a row aside */
 
 /* The row of recipient holding seq, as MB_ASIDE_FIND finds it. */
@@ -182,11 +174,11 @@ static int aside_find(store_t *store, const char *recipient, int64_t seq, aside_
     if (holds && x->counts_read) {
         /* a mark is only ever made of a row whose n and done read */
         const uint8_t *marked = store_mailbox_marked(store, x->first_seq);
-        uint32_t before = bits_set(done, x->n);
+        uint32_t before = mailbox_done_count(done, x->n);
         x->has_mark = marked != NULL;
         if (marked != NULL)
             memcpy(x->done, marked, (x->n + 7) / 8);
-        x->marked = marked != NULL ? (int64_t)bits_set(marked, x->n) - before : 0;
+        x->marked = marked != NULL ? (int64_t)mailbox_done_count(marked, x->n) - before : 0;
         x->left = x->n - before - (uint32_t)x->marked;
     }
     store_stmt_finish(find);
