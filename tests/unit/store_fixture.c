@@ -392,3 +392,20 @@ size_t store_fixture_deliveries_before_9(const char *path, const uint8_t key[STO
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     return n;
 }
+
+void store_fixture_plan(const char *path, const char *sql, char *out, size_t outlen)
+{
+    char eqp[4096];
+    snprintf(eqp, sizeof eqp, "EXPLAIN QUERY PLAN %s", sql);
+    sqlite3 *db = store_fixture_raw_open(path);
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2(db, eqp, -1, &stmt, NULL) != SQLITE_OK)
+        fail_msg("plan of %s: %s", sql, sqlite3_errmsg(db));
+    out[0] = '\0';
+    while (sqlite3_step(stmt) == SQLITE_ROW) {
+        size_t used = strlen(out);
+        snprintf(out + used, outlen - used, "%s | ", (const char *)sqlite3_column_text(stmt, 3));
+    }
+    assert_int_equal(sqlite3_finalize(stmt), SQLITE_OK);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}

@@ -66,6 +66,11 @@ int store_fixture_teardown(void **state);
  * created). The handle is the caller's (sqlite3_close). */
 sqlite3 *store_fixture_raw_open(const char *path);
 
+/* The query plan of sql on the file at path (a connection of its own), the
+ * detail of each step joined by " | " into out. Fails the test when sql
+ * does not prepare. */
+void store_fixture_plan(const char *path, const char *sql, char *out, size_t outlen);
+
 /* As store_fixture_raw_open, but creates the file if it does not exist (as
  * sqlite3_open does). */
 sqlite3 *store_fixture_raw_open_or_create(const char *path);

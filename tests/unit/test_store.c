@@ -2048,19 +2048,8 @@ static void test_mailbox_list_plans(void **state)
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         sqlite3_stmt *prepared = store_mailbox_stmt(f->store, rows[i].id);
         assert_non_null(prepared);
-        char eqp[2048], plan[1024] = "";
-        snprintf(eqp, sizeof eqp, "EXPLAIN QUERY PLAN %s", sqlite3_sql(prepared));
-        sqlite3 *db = store_fixture_raw_open(f->path);
-        sqlite3_stmt *stmt = NULL;
-        if (sqlite3_prepare_v2(db, eqp, -1, &stmt, NULL) != SQLITE_OK)
-            fail_msg("plan of %s: %s", eqp, sqlite3_errmsg(db));
-        while (sqlite3_step(stmt) == SQLITE_ROW) {
-            size_t used = strlen(plan);
-            snprintf(plan + used, sizeof plan - used, "%s | ",
-                     (const char *)sqlite3_column_text(stmt, 3));
-        }
-        assert_int_equal(sqlite3_finalize(stmt), SQLITE_OK);
-        assert_int_equal(sqlite3_close(db), SQLITE_OK);
+        char plan[1024];
+        store_fixture_plan(f->path, sqlite3_sql(prepared), plan, sizeof plan);
         if (strstr(plan, rows[i].uses) == NULL || strstr(plan, rows[i].never) != NULL)
             fail_msg("row %zu: plan \"%s\": wanted %s, never %s", i, plan, rows[i].uses,
                      rows[i].never);

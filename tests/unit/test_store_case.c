@@ -67,24 +67,6 @@ static int64_t raw_int(const char *path, const char *sql)
     return value;
 }
 
-/* The raw query plan of sql, its details joined by " | ". */
-static void raw_plan(const char *path, const char *sql, char *out, size_t outlen)
-{
-    char eqp[1024];
-    snprintf(eqp, sizeof eqp, "EXPLAIN QUERY PLAN %s", sql);
-    sqlite3 *db = store_fixture_raw_open(path);
-    sqlite3_stmt *stmt = NULL;
-    if (sqlite3_prepare_v2(db, eqp, -1, &stmt, NULL) != SQLITE_OK)
-        fail_msg("raw plan %s: %s", sql, sqlite3_errmsg(db));
-    out[0] = '\0';
-    while (sqlite3_step(stmt) == SQLITE_ROW) {
-        size_t used = strlen(out);
-        snprintf(out + used, outlen - used, "%s | ", (const char *)sqlite3_column_text(stmt, 3));
-    }
-    assert_int_equal(sqlite3_finalize(stmt), SQLITE_OK);
-    assert_int_equal(sqlite3_close(db), SQLITE_OK);
-}
-
 static int file_contains(const char *path, const void *needle, size_t len)
 {
     FILE *file = fopen(path, "rb");
@@ -1698,7 +1680,7 @@ static void test_case_queries_use_indexes(void **state)
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         char plan[1024];
-        raw_plan(f->path, rows[i].sql, plan, sizeof plan);
+        store_fixture_plan(f->path, rows[i].sql, plan, sizeof plan);
         if (strstr(plan, rows[i].index) == NULL)
             fail_msg("row %zu: plan \"%s\" does not use %s", i, plan, rows[i].index);
         if (i < 5 && strstr(plan, "TEMP B-TREE") != NULL)
