@@ -139,17 +139,17 @@ static void item_masks_add(item_masks_t *m, uint32_t fields)
  * broker-wide, unique and increasing within a mailbox. They are recorded
  * item by item, each item's in seq order, so that its "delivery.queued"
  * entry lists them ascending and the entries come in item order; the rows
- * are written once every item is. Cost: four sorts of the publish's
- * deliveries, O(n log n); memory: one array of them, at most
- * SCHAKEL_MAX_ITEMS items times the principals their grants reach.
+ * are written once every item is. Cost: linear in the publish's
+ * deliveries (a hash of its recipients, two passes), plus a sort of each
+ * item's own few; memory: the array of them, at most SCHAKEL_MAX_ITEMS
+ * items times the principals their grants reach, and a scratch of about
+ * 40 bytes per delivery.
  */
 typedef struct publish_delivery {
     const policy_principal_t *to;
     uint64_t seq;
     uint32_t item;  /* index in the publish */
     uint32_t grant; /* index in the item's decision */
-    uint32_t order; /* its place in the publish: item, grant, principal */
-    uint32_t first; /* the order of its recipient's first delivery in the publish */
 } publish_delivery_t;
 
 typedef struct publish_deliveries {
@@ -157,6 +157,16 @@ typedef struct publish_deliveries {
     size_t n, cap;
     /* item i's deliveries are all[item_start[i] .. item_start[i + 1]) */
     size_t item_start[SCHAKEL_MAX_ITEMS + 1];
+    /* deliveries_number's scratch, allocated with the list (n of each;
+     * slots a power of two above 2n): a delivery's recipient group, then
+     * (store_rows) its place in seq order; each group's next seq; the
+     * hash of recipients to groups */
+    uint32_t *group;
+    uint64_t *next_seq;
+    uint64_t first_seq;
+    const policy_principal_t **slot_to;
+    uint32_t *slot_group;
+    size_t n_slots;
 } publish_deliveries_t;
 
 /* List the deliveries of every item: for every granted partner, every
@@ -177,16 +187,36 @@ static int deliveries_list(const broker_t *b, const Schakel__Publish *publish,
                     return -1;
                 /* at most SCHAKEL_MAX_ITEMS * SCHAKEL_MAX_PARTNERS *
                  * SCHAKEL_MAX_PRINCIPALS_PER_PARTNER: fits */
-                list->all[list->n] = (publish_delivery_t){.to = to[r],
-                                                          .item = (uint32_t)i,
-                                                          .grant = (uint32_t)g,
-                                                          .order = (uint32_t)list->n};
+                list->all[list->n] =
+                    (publish_delivery_t){.to = to[r], .item = (uint32_t)i, .grant = (uint32_t)g};
                 list->n++;
             }
         }
     }
     list->item_start[publish->n_items] = list->n;
-    return 0;
+    if (list->n == 0)
+        return 0;
+    size_t slots = 16;
+    while (slots < 2 * list->n)
+        slots *= 2;
+    list->group = malloc(list->n * sizeof *list->group);
+    list->next_seq = malloc(list->n * sizeof *list->next_seq);
+    list->slot_to = malloc(slots * sizeof *list->slot_to);
+    list->slot_group = malloc(slots * sizeof *list->slot_group);
+    list->n_slots = slots;
+    return list->group != NULL && list->next_seq != NULL && list->slot_to != NULL &&
+                   list->slot_group != NULL
+               ? 0
+               : -1;
+}
+
+static void deliveries_free(publish_deliveries_t *list)
+{
+    free(list->all);
+    free(list->group);
+    free(list->next_seq);
+    free(list->slot_to);
+    free(list->slot_group);
 }
 
 static int cmp_u64(uint64_t a, uint64_t b)
@@ -194,45 +224,74 @@ static int cmp_u64(uint64_t a, uint64_t b)
     return (a > b) - (a < b);
 }
 
-/* By recipient, then place in the publish. */
-static int by_recipient(const void *a, const void *b)
+static int by_seq(const void *a, const void *b)
 {
     const publish_delivery_t *x = a, *y = b;
-    int c = cmp_u64((uintptr_t)x->to, (uintptr_t)y->to);
-    return c != 0 ? c : cmp_u64(x->order, y->order);
+    return cmp_u64(x->seq, y->seq);
 }
 
-/* By the recipient's first appearance, then place: the order of seqs. */
-static int by_first(const void *a, const void *b)
+/* The group of recipient `to` (numbered in order of first appearance),
+ * added when new; *n_groups counts them. Open addressing: the table has
+ * room for twice the deliveries, so it never fills. */
+static uint32_t recipient_group(publish_deliveries_t *list, const policy_principal_t *to,
+                                uint32_t *n_groups)
 {
-    const publish_delivery_t *x = a, *y = b;
-    int c = cmp_u64(x->first, y->first);
-    return c != 0 ? c : cmp_u64(x->order, y->order);
+    size_t mask = list->n_slots - 1;
+    size_t h = (size_t)(((uintptr_t)to >> 4) * UINT64_C(0x9E3779B97F4A7C15) >> 32) & mask;
+    while (list->slot_to[h] != NULL && list->slot_to[h] != to)
+        h = (h + 1) & mask;
+    if (list->slot_to[h] == NULL) {
+        list->slot_to[h] = to;
+        list->slot_group[h] = *n_groups;
+        list->next_seq[(*n_groups)++] = 0;
+    }
+    return list->slot_group[h];
 }
 
-/* By item, then seq: the order they are written and recorded in. */
-static int by_item_seq(const void *a, const void *b)
+/* Put all[from .. to) in seq order: an insertion sort, as an item has a
+ * delivery per recipient its rules reach (a few); a sort for many. */
+static void item_sort_by_seq(publish_delivery_t *all, size_t from, size_t to)
 {
-    const publish_delivery_t *x = a, *y = b;
-    int c = cmp_u64(x->item, y->item);
-    return c != 0 ? c : cmp_u64(x->seq, y->seq);
+    if (to - from > 32) {
+        qsort(all + from, to - from, sizeof *all, by_seq);
+        return;
+    }
+    for (size_t k = from + 1; k < to; k++) {
+        publish_delivery_t d = all[k];
+        size_t j = k;
+        for (; j > from && all[j - 1].seq > d.seq; j--)
+            all[j] = all[j - 1];
+        all[j] = d;
+    }
 }
 
 /* Give the listed deliveries the seqs first_seq .. first_seq + n - 1,
- * recipient by recipient; afterwards they are in item, then seq, order
- * (item_start still holds). */
-static void deliveries_number(publish_deliveries_t *list, uint64_t first_seq)
+ * recipient by recipient, in order of each recipient's first delivery in
+ * the publish, and each recipient's in their order in it (item by item);
+ * afterwards each item's deliveries are in seq order (item_start still
+ * holds). */
+static void deliveries_number(publish_deliveries_t *list, size_t n_items, uint64_t first_seq)
 {
     publish_delivery_t *all = list->all;
+    uint32_t n_groups = 0;
     if (list->n == 0)
         return;
-    qsort(all, list->n, sizeof *all, by_recipient);
+    list->first_seq = first_seq;
+    memset(list->slot_to, 0, list->n_slots * sizeof *list->slot_to);
+    for (size_t k = 0; k < list->n; k++) {
+        list->group[k] = recipient_group(list, all[k].to, &n_groups);
+        list->next_seq[list->group[k]]++; /* counted first, the seqs below */
+    }
+    uint64_t seq = first_seq;
+    for (uint32_t g = 0; g < n_groups; g++) {
+        uint64_t count = list->next_seq[g];
+        list->next_seq[g] = seq;
+        seq += count;
+    }
     for (size_t k = 0; k < list->n; k++)
-        all[k].first = k > 0 && all[k].to == all[k - 1].to ? all[k - 1].first : all[k].order;
-    qsort(all, list->n, sizeof *all, by_first);
-    for (size_t k = 0; k < list->n; k++)
-        all[k].seq = first_seq + k;
-    qsort(all, list->n, sizeof *all, by_item_seq);
+        all[k].seq = list->next_seq[list->group[k]]++;
+    for (size_t i = 0; i < n_items; i++)
+        item_sort_by_seq(all, list->item_start[i], list->item_start[i + 1]);
 }
 
 /* Queue one item's deliveries (numbered, in seq order), record each, and
@@ -346,18 +405,11 @@ static uint8_t *encode_accepted(const uint8_t *message_id, const Schakel__ItemAc
     return wire_encode_frame(&frame, len);
 }
 
-/* By seq: recipient by recipient, each one's deliveries in item order. */
-static int by_seq(const void *a, const void *b)
-{
-    const publish_delivery_t *x = a, *y = b;
-    return cmp_u64(x->seq, y->seq);
-}
-
 /* Queue the publish's deliveries as mailbox rows (store_mailbox.h), one per
  * recipient, its deliveries the consecutive seqs deliveries_number gave it,
  * each delivery's rule a slot of the row (a rule once per row). The items
- * are stored already (item_seqs, by index). Leaves list in seq order.
- * 0, or -1 on a store error or out of memory. Cost: one sort of the
+ * are stored already (item_seqs, by index). Reuses list->group.
+ * 0, or -1 on a store error or out of memory. Cost: one pass over the
  * publish's deliveries and one row insert per recipient; finding a rule's
  * slot is linear in the row's slots, of which a publish has as many as
  * distinct rules reach the recipient (a few). */
@@ -367,16 +419,18 @@ static int store_rows(broker_t *b, const policy_principal_t *sender,
 {
     if (list->n == 0)
         return 0;
-    qsort(list->all, list->n, sizeof *list->all, by_seq);
+    uint32_t *at = list->group; /* at[seq - first_seq]: that delivery's place in list */
+    for (size_t k = 0; k < list->n; k++)
+        at[list->all[k].seq - list->first_seq] = (uint32_t)k;
     store_mailbox_entry_t *entries = malloc(list->n * sizeof *entries);
     store_mailbox_rule_t *rules = malloc(list->n * sizeof *rules);
     const policy_rule_t **slot_rule = malloc(list->n * sizeof *slot_rule);
     int rc = entries != NULL && rules != NULL && slot_rule != NULL ? 0 : -1;
     for (size_t start = 0; rc == 0 && start < list->n;) {
-        const policy_principal_t *to = list->all[start].to;
+        const policy_principal_t *to = list->all[at[start]].to;
         size_t n = 0, n_rules = 0;
-        while (start + n < list->n && list->all[start + n].to == to) {
-            const publish_delivery_t *pd = &list->all[start + n];
+        while (start + n < list->n && list->all[at[start + n]].to == to) {
+            const publish_delivery_t *pd = &list->all[at[start + n]];
             const policy_rule_t *rule = plans[pd->item].decision.grants[pd->grant].rule;
             size_t slot = 0;
             while (slot < n_rules && slot_rule[slot] != rule)
@@ -399,7 +453,7 @@ static int store_rows(broker_t *b, const policy_principal_t *sender,
             };
         }
         store_mailbox_row_t row = {
-            .first_seq = list->all[start].seq,
+            .first_seq = list->all[at[start]].seq,
             .recipient = to->id,
             .sender = sender->id,
             .sender_partner = sender->partner->id,
@@ -451,7 +505,7 @@ static int store_publish(broker_t *b, const session_t *session, const policy_pri
         int64_t first_seq = store_delivery_seqs_reserve(b->store, list->n);
         if (first_seq < 0)
             return -1;
-        deliveries_number(list, (uint64_t)first_seq);
+        deliveries_number(list, publish->n_items, (uint64_t)first_seq);
     }
     for (size_t i = 0; i < publish->n_items; i++) {
         int64_t item_seq =
@@ -622,6 +676,10 @@ void publish_handle(broker_t *b, session_t *session, const policy_principal_t *s
     publish_deliveries_t list;
     list.all = NULL;
     list.n = list.cap = 0;
+    list.group = NULL;
+    list.next_seq = NULL;
+    list.slot_to = NULL;
+    list.slot_group = NULL;
     int refused = plan_items(b, session, sender, publish, plans) != 0 ||
                   publish_bounds_refuse(b, session, sender, publish);
     if (!refused && deliveries_list(b, publish, plans, &list) != 0) {
@@ -640,6 +698,6 @@ void publish_handle(broker_t *b, session_t *session, const policy_principal_t *s
                       "again with the same message id",
                       id, -1, 0);
     }
-    free(list.all);
+    deliveries_free(&list);
     plans_free(plans, publish->n_items);
 }
