@@ -1511,10 +1511,6 @@ static int h_cli_pump(int in_w, const char *stdin_text, int out_r, int err_r, h_
     return (open_out || open_err) ? -1 : 0;
 }
 
-/* Run `program` with args (NULL-terminated, without the program name) and
- * envp to its end, stdin_text on stdin (NULL: none), within
- * H_CLI_TIMEOUT_MS; fills res (status -1 when it did not finish in time,
- * the process then killed). The one place the harness runs a tool. */
 /* A pseudo-terminal pair for a tool's stderr: fds[0] the master (read, as
  * a pipe's read end; EIO after the tool exits reads as the end), fds[1] the
  * terminal the tool writes to. */
@@ -1532,6 +1528,10 @@ static void h_open_pty(int fds[2])
     fds[1] = slave;
 }
 
+/* Run `program` with args (NULL-terminated, without the program name) and
+ * envp to its end, stdin_text on stdin (NULL: none), within
+ * h_cli_timeout_ms(); fills res (status -1 when it did not finish in time,
+ * the process then killed). The one place the harness runs a tool. */
 static int h_run_program(const char *program, const char *const *args, char *const *envp,
                          const h_cli_target_t *io, const h_prepare_t *prepare,
                          h_cli_result_t *res)
@@ -1573,7 +1573,7 @@ static int h_run_program(const char *program, const char *const *args, char *con
     if (io->pid_fd != NULL && write(*io->pid_fd, &pid, sizeof pid) != (ssize_t)sizeof pid)
         fprintf(stderr, "harness: cannot pass on the process id: %s\n", strerror(errno));
 
-    int64_t deadline = h_now_ms() + H_CLI_TIMEOUT_MS;
+    int64_t deadline = h_now_ms() + h_cli_timeout_ms();
     h_buf_t out_buf = {0}, err_buf = {0};
     int pumped = h_cli_pump(in[1], stdin_text, out[0], err[0], &out_buf, &err_buf, deadline);
     if (out[0] >= 0)
@@ -2889,6 +2889,11 @@ int h_time_factor(void)
     const char *factor = getenv("SCHAKEL_TEST_TIME_FACTOR");
     long n = factor != NULL ? strtol(factor, NULL, 10) : 1;
     return n >= 1 && n <= 20 ? (int)n : 1;
+}
+
+int h_cli_timeout_ms(void)
+{
+    return H_CLI_TIMEOUT_MS * h_time_factor();
 }
 
 long h_broker_status_kib(const h_env_t *env, const char *field)

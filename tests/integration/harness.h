@@ -49,7 +49,12 @@ extern const char *const h_receiving_principals[];
  * valgrind (make check-valgrind sets it), to stretch waits by. */
 int h_time_factor(void);
 #define H_START_TIMEOUT_MS 15000
+/* The deadline of a one-shot tool run (h_run_schakeld, h_run_sh,
+ * h_run_ctl, h_run_cli and the like): h_cli_timeout_ms(), which is
+ * H_CLI_TIMEOUT_MS times h_time_factor(), so that a tool slowed down as
+ * much as the broker is (valgrind) is not killed half-way. */
 #define H_CLI_TIMEOUT_MS 30000
+int h_cli_timeout_ms(void);
 
 /* The partners and principals block of a policy (version, partners,
  * principals with key_file: keys/...). Tests append their own `rules:`. */
@@ -504,7 +509,7 @@ int h_shim_preload(const char *name, char *out, size_t outlen, char *err, size_t
 
 /* Run schakeld (h_schakeld_path) with the arguments (NULL-terminated,
  * without the program name) to its end, stdin /dev/null, within
- * H_CLI_TIMEOUT_MS: for one-shot uses (--init) and start-ups that must
+ * h_cli_timeout_ms(): for one-shot uses (--init) and start-ups that must
  * fail. Returns the exit status (also in res->status; -1 when it did not
  * finish in time and was killed); free res with h_cli_result_free. */
 int h_run_schakeld_argv(const char *const *args, h_cli_result_t *res);
@@ -553,7 +558,7 @@ typedef struct h_seccomp {
 int h_prepare_seccomp(const void *arg);
 
 /* Run `/bin/sh -c script` to its end as h_run_schakeld does (our
- * environment and umask, stdin /dev/null, H_CLI_TIMEOUT_MS): for a command
+ * environment and umask, stdin /dev/null, h_cli_timeout_ms()): for a command
  * the documents give as shell text. Returns the exit status (also in
  * res->status, -1 when it did not finish in time and was killed); free res
  * with h_cli_result_free. */
@@ -611,7 +616,7 @@ void h_admin_endpoint(const h_env_t *env, char *out, size_t outlen);
 /* Run schakelctl with SCHAKEL_ADMIN=admin (NULL: unset), SCHAKEL_BROKER_KEY
  * the env's broker key and SCHAKEL_KEY=key_file (NULL: unset), stdin
  * /dev/null, arguments NULL-terminated. Returns the exit status (also in
- * res->status, -1 when it did not finish within H_CLI_TIMEOUT_MS); free
+ * res->status, -1 when it did not finish within h_cli_timeout_ms()); free
  * res with h_cli_result_free. */
 int h_run_ctl_argv(h_env_t *env, const char *admin, const char *key_file, const char *const *args,
                    h_cli_result_t *res);

@@ -81,7 +81,7 @@ static char *slurp(const char *path)
 }
 
 /* Run schakelctl with the arguments (NULL-terminated) to its end, stdout
- * and stderr into files of the env's folder, bounded by H_CLI_TIMEOUT_MS.
+ * and stderr into files of the env's folder, bounded by h_cli_timeout_ms().
  * Fills res (free with h_cli_result_free); returns the exit status. */
 static int ctl_run(h_env_t *env, h_cli_result_t *res, ...)
 {
@@ -114,11 +114,11 @@ static int ctl_run(h_env_t *env, h_cli_result_t *res, ...)
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     assert_true(pidfd >= 0);
     struct pollfd p = {.fd = pidfd, .events = POLLIN};
-    if (poll(&p, 1, H_CLI_TIMEOUT_MS) != 1) {
+    if (poll(&p, 1, h_cli_timeout_ms()) != 1) {
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         close(pidfd);
-        fail_msg("%s %s did not finish within %d ms", argv[0], argv[1], H_CLI_TIMEOUT_MS);
+        fail_msg("%s %s did not finish within %d ms", argv[0], argv[1], h_cli_timeout_ms());
     }
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);

@@ -293,7 +293,7 @@ static void test_documented_backup_under_traffic(void **state)
     if (status == -1)
         fail_msg("the backup command \"%s\" did not finish within %d ms under traffic, and was "
                  "killed",
-                 command, H_CLI_TIMEOUT_MS);
+                 command, h_cli_timeout_ms());
     if (status != 0 || res.err[0] != '\0')
         fail_msg("the backup command \"%s\" exited %d: %s%s", command, status, res.out, res.err);
     h_cli_result_free(&res);

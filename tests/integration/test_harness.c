@@ -2,7 +2,8 @@
  * test_harness.c — the harness's own log readers, on a log the test writes
  * itself (no broker): an offset taken inside a line leaves that line to
  * "before", for every reader that takes an offset, whether it looks once,
- * counts or waits.
+ * counts or waits. And the deadline of a tool run, which
+ * SCHAKEL_TEST_TIME_FACTOR stretches.
  */
 /* mkdtemp */
 #define _GNU_SOURCE
@@ -129,6 +130,43 @@ static void test_a_wait_from_inside_a_line_waits_past_its_end(void **state)
     h_done(env);
 }
 
+/* SCHAKEL_TEST_TIME_FACTOR set to factor (NULL: unset). */
+static void time_factor_set(const char *factor)
+{
+    if (factor == NULL)
+        assert_int_equal(unsetenv("SCHAKEL_TEST_TIME_FACTOR"), 0);
+    else
+        assert_int_equal(setenv("SCHAKEL_TEST_TIME_FACTOR", factor, 1), 0);
+}
+
+/* A tool run's deadline is H_CLI_TIMEOUT_MS times the factor; a factor
+ * that is unset or out of range (1..20) counts as 1. The factor this test
+ * was given is put back after each setting tried. */
+static void test_the_cli_deadline_scales_with_the_time_factor(void **state)
+{
+    (void)state;
+    const char *given = getenv("SCHAKEL_TEST_TIME_FACTOR");
+    char *kept = given != NULL ? strdup(given) : NULL;
+    assert_true(given == NULL || kept != NULL);
+    static const struct {
+        const char *factor;
+        int deadline_ms;
+    } rows[] = {
+        {NULL, H_CLI_TIMEOUT_MS},      {"1", H_CLI_TIMEOUT_MS},    {"3", 3 * H_CLI_TIMEOUT_MS},
+        {"20", 20 * H_CLI_TIMEOUT_MS}, {"0", H_CLI_TIMEOUT_MS},    {"21", H_CLI_TIMEOUT_MS},
+        {"-3", H_CLI_TIMEOUT_MS},      {"slow", H_CLI_TIMEOUT_MS},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        time_factor_set(rows[i].factor);
+        int deadline_ms = h_cli_timeout_ms();
+        time_factor_set(kept);
+        if (deadline_ms != rows[i].deadline_ms)
+            fail_msg("SCHAKEL_TEST_TIME_FACTOR=%s: a tool run's deadline is %d ms, not %d",
+                     rows[i].factor ? rows[i].factor : "(unset)", deadline_ms, rows[i].deadline_ms);
+    }
+    free(kept);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -138,6 +176,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_a_wait_from_inside_a_line_waits_past_its_end,
                                         log_env_setup, h_teardown),
+        cmocka_unit_test(test_the_cli_deadline_scales_with_the_time_factor),
     };
-    return cmocka_run_group_tests_name("integration: the harness's log readers", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("integration: the harness's log readers and deadlines",
+                                       tests, NULL, NULL);
 }

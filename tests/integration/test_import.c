@@ -1913,9 +1913,9 @@ static void test_import_end_check_unanswered_warns(void **state)
     int stopped = -1;
     while (problem[0] == '\0') {
         struct pollfd p = {.fd = err_pipe[0], .events = POLLIN};
-        if (poll(&p, 1, H_CLI_TIMEOUT_MS) != 1) {
+        if (poll(&p, 1, h_cli_timeout_ms()) != 1) {
             snprintf(problem, sizeof problem, "the import said nothing for %d ms after: %.300s",
-                     H_CLI_TIMEOUT_MS, err);
+                     h_cli_timeout_ms(), err);
             break;
         }
         ssize_t n = read(err_pipe[0], err + len, sizeof err - 1 - len);

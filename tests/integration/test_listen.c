@@ -732,8 +732,8 @@ static char *read_to_end(int fd, size_t *len_out)
     assert_non_null(text);
     for (;;) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, H_CLI_TIMEOUT_MS) != 1)
-            fail_msg("the pipe did not end within %d ms", H_CLI_TIMEOUT_MS);
+        if (poll(&p, 1, h_cli_timeout_ms()) != 1)
+            fail_msg("the pipe did not end within %d ms", h_cli_timeout_ms());
         if (cap - len < 4097) {
             cap *= 2;
             text = realloc(text, cap);
@@ -884,9 +884,9 @@ static void test_listen_revoked_says_withdrawn(void **state)
     int lines = 0;
     while (lines < BATCH) {
         struct pollfd pfd = {.fd = out[0], .events = POLLIN};
-        if (poll(&pfd, 1, H_CLI_TIMEOUT_MS) != 1)
+        if (poll(&pfd, 1, h_cli_timeout_ms()) != 1)
             fail_msg("listen printed %d of %d deliveries within %d ms", lines, BATCH,
-                     H_CLI_TIMEOUT_MS);
+                     h_cli_timeout_ms());
         ssize_t n = read(out[0], text + len, sizeof text - len - 1);
         if (n <= 0)
             fail_msg("listen's output ended after %d of %d deliveries", lines, BATCH);

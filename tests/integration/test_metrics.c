@@ -155,7 +155,7 @@ static void await_gauge(const char *address, schakel_client_t *client, const cha
 
 /* Run argv (a program on the PATH) with in_path on stdin, its stdout and
  * stderr into report; its exit status, 127 when it could not be run, or
- * -1 when it was killed after H_CLI_TIMEOUT_MS. */
+ * -1 when it was killed after h_cli_timeout_ms(). */
 static int run_tool(h_env_t *env, char *const *argv, const char *in_path, char *report,
                     size_t report_len)
 {
@@ -176,7 +176,7 @@ static int run_tool(h_env_t *env, char *const *argv, const char *in_path, char *
     struct pollfd p = {.fd = pidfd, .events = POLLIN};
     int ready;
     do
-        ready = poll(&p, 1, H_CLI_TIMEOUT_MS);
+        ready = poll(&p, 1, h_cli_timeout_ms());
     while (ready < 0 && errno == EINTR);
     if (ready <= 0)
         kill(pid, SIGKILL);
@@ -206,7 +206,7 @@ static void write_metrics_text(h_env_t *env, const char *text, char *path, size_
 }
 
 /* `promtool check metrics` with text on stdin: 0 when it parses and lints
- * clean. Bounded by H_CLI_TIMEOUT_MS. */
+ * clean. Bounded by h_cli_timeout_ms(). */
 static void assert_promtool_accepts(h_env_t *env, const char *text)
 {
     char in_path[160], report[2048];
@@ -214,7 +214,7 @@ static void assert_promtool_accepts(h_env_t *env, const char *text)
     write_metrics_text(env, text, in_path, sizeof in_path);
     int status = run_tool(env, argv, in_path, report, sizeof report);
     if (status < 0)
-        fail_msg("promtool did not finish within %d ms", H_CLI_TIMEOUT_MS);
+        fail_msg("promtool did not finish within %d ms", h_cli_timeout_ms());
     if (status == 127)
         fail_msg("promtool is not installed: run `make deps` (Debian package prometheus)");
     if (status != 0)
