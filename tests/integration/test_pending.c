@@ -3,7 +3,8 @@
  * against a real schakeld with admin_listen on a random loopback port:
  * a principal's signals and case events listed oldest first with the
  * state the broker knows each in (waiting, in flight, set aside,
- * withheld by a reload not yet recorded, revoked), paging with after= and
+ * withheld by a reload not yet recorded, revoked, expired and not yet
+ * swept), paging with after= and
  * limit=, acknowledged deliveries gone, never any content, and every
  * refusal (through schakelctl and as raw admin requests), after which the
  * broker runs on with nothing lost.
@@ -30,6 +31,18 @@ static const char *const ADMIN_ON[] = {"--set", "admin_listen=tcp://127.0.0.1:*"
 static int setup_admin_broker(void **state)
 {
     h_env_t *env = h_env_new();
+    h_broker_start_with(env, ADMIN_ON);
+    *state = env;
+    return 0;
+}
+
+/* The politie rule to om kept 2 s (H_RULE_SHORT_TO_OM) alone. */
+static const char short_retention_rules[] =
+    "rules:\n" H_RULE_SHORT_TO_OM("politie-kort-om", "politie");
+
+static int setup_admin_broker_short_retention(void **state)
+{
+    h_env_t *env = h_env_new_with_rules(short_retention_rules);
     h_broker_start_with(env, ADMIN_ON);
     *state = env;
     return 0;
@@ -548,6 +561,92 @@ static void test_pending_withheld_under_both_policies(void **state)
     h_done(env);
 }
 
+/* `schakelctl pending PRINCIPAL --json` while a sweep that cannot record
+ * its expiry rolls back the turn it runs in (once a second): a request
+ * that shares such a turn is refused unexecuted ("storage trouble"), and
+ * is asked again, a few times at most. Returns its stdout (caller frees). */
+static char *pending_json_past_rollbacks(h_env_t *env, const char *principal)
+{
+    const char *const args[] = {"pending", principal, "--json", NULL};
+    for (int tries = 0; tries < 5; tries++) {
+        h_cli_result_t res;
+        ctl(env, &res, args);
+        if (res.status == 1 && strstr(res.err, "(storage trouble); nothing was done") != NULL) {
+            h_cli_result_free(&res);
+            continue;
+        }
+        h_expect_exit(&res, 0, "pending");
+        char *out = res.out;
+        res.out = NULL;
+        h_cli_result_free(&res);
+        return out;
+    }
+    fail_msg("pending was refused for storage trouble five times in a row");
+    return NULL;
+}
+
+/* A delivery kept 2 s whose retention has ended, but which the sweep has
+ * not taken (a trigger refuses its delivery.expired entry, so the turn of
+ * each sweep that reaches it is rolled back): listed as expired, never
+ * sent, its retention's end in the past. Once its entry can be written,
+ * the next sweep removes it and it is listed no more. */
+static void test_pending_expired_before_the_sweep(void **state)
+{
+    h_env_t *env = *state;
+    h_store_exec(env,
+                 "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event ="
+                 " 'delivery.expired' BEGIN SELECT RAISE(ABORT, 'the audit path is full'); END");
+    long offset = h_log_offset(env);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-2024-18001");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    int64_t seq = only_waiting_seq(env, H_OM);
+    /* the sweep reached it (its log line comes before its entry is
+     * refused) and was rolled back: still in the mailbox, no entry */
+    char swept[96];
+    snprintf(swept, sizeof swept, "event=delivery.expired recipient=%s seq=%lld ", H_OM,
+             (long long)seq);
+    if (h_await_log(env, offset, swept, H_TIMEOUT_MS * h_time_factor()) != 0)
+        fail_msg("no \"%s\" logged after a 2 s retention", swept);
+    assert_int_equal(h_mailbox_waiting(env, H_OM, NULL, 0), 1);
+    char entries[128];
+    snprintf(entries, sizeof entries,
+             "SELECT count(*) FROM audit WHERE event = 'delivery.expired' AND delivery_seq = %lld",
+             (long long)seq);
+    assert_int_equal(h_store_int(env, entries, NULL), 0);
+
+    char *doc = pending_json_past_rollbacks(env, H_OM);
+    assert_int_equal(h_json_int(doc, "pending"), 1); /* in the mailbox until the sweep takes it */
+    assert_int_equal(rows_in(doc), 1);
+    const char *row = row_of(doc, (uint64_t)seq);
+    expect_member(row, "state", "expired");
+    expect_member(row, "sent", "no");
+    expect_member(row, "kind", "signal");
+    expect_member(row, "sender", H_POLITIE);
+    expect_member(row, "rule_id", "politie-kort-om");
+    long long queued = h_json_int(row, "queued_at"), expires = h_json_int(row, "expires_at");
+    assert_int_equal(expires, queued + 2);
+    assert_true(expires <= (long long)time(NULL));
+    expect_member(row, "set_aside_at", "null");
+    expect_member(row, "reason", "null");
+    expect_no_text(doc, "BVH-2024-18001", "pending's answer");
+    free(doc);
+
+    /* the entry can be written: the next sweep takes it (its line comes
+     * from a turn begun after the trigger went, which commits) */
+    h_store_exec(env, "DROP TRIGGER test_refuse");
+    offset = h_log_offset(env);
+    if (h_await_log(env, offset, swept, H_TIMEOUT_MS * h_time_factor()) != 0)
+        fail_msg("no \"%s\" logged once the entry could be written", swept);
+    doc = pending_json(env, H_OM, NULL);
+    assert_int_equal(h_json_int(doc, "pending"), 0);
+    assert_int_equal(rows_in(doc), 0);
+    free(doc);
+    assert_int_equal(h_store_int(env, entries, NULL), 1);
+    h_done(env);
+}
+
 /* ------------------------------------------------------------------ refusals */
 
 /* Every refusal, through schakelctl (its own usage errors first, then
@@ -671,6 +770,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_pending_withheld_under_both_policies,
                                         setup_admin_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_pending_expired_before_the_sweep,
+                                        setup_admin_broker_short_retention, h_teardown),
         cmocka_unit_test_setup_teardown(test_pending_refusals, setup_admin_broker, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
