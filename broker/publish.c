@@ -405,14 +405,19 @@ static uint8_t *encode_accepted(const uint8_t *message_id, const Schakel__ItemAc
     return wire_encode_frame(&frame, len);
 }
 
+/* store_publish's failure that is not the store's: store_errmsg still
+ * holds whatever the store last said, so it must not be logged for it. */
+#define PUBLISH_OUT_OF_MEMORY (-2)
+
 /* Queue the publish's deliveries as mailbox rows (store_mailbox.h), one per
  * recipient, its deliveries the consecutive seqs deliveries_number gave it,
  * each delivery's rule a slot of the row (a rule once per row). The items
  * are stored already (item_seqs, by index). Reuses list->group.
- * 0, or -1 on a store error or out of memory. Cost: one pass over the
- * publish's deliveries and one row insert per recipient; finding a rule's
- * slot is linear in the row's slots, of which a publish has as many as
- * distinct rules reach the recipient (a few). */
+ * 0, -1 on a store error (store_errmsg), or PUBLISH_OUT_OF_MEMORY (no row
+ * written). Cost: one pass over the publish's deliveries and one row
+ * insert per recipient; finding a rule's slot is linear in the row's
+ * slots, of which a publish has as many as distinct rules reach the
+ * recipient (a few). */
 static int store_rows(broker_t *b, const policy_principal_t *sender,
                       const Schakel__Publish *publish, const item_plan_t *plans,
                       const int64_t *item_seqs, publish_deliveries_t *list)
@@ -425,7 +430,7 @@ static int store_rows(broker_t *b, const policy_principal_t *sender,
     store_mailbox_entry_t *entries = malloc(list->n * sizeof *entries);
     store_mailbox_rule_t *rules = malloc(list->n * sizeof *rules);
     const policy_rule_t **slot_rule = malloc(list->n * sizeof *slot_rule);
-    int rc = entries != NULL && rules != NULL && slot_rule != NULL ? 0 : -1;
+    int rc = entries != NULL && rules != NULL && slot_rule != NULL ? 0 : PUBLISH_OUT_OF_MEMORY;
     for (size_t start = 0; rc == 0 && start < list->n;) {
         const policy_principal_t *to = list->all[at[start]].to;
         size_t n = 0, n_rules = 0;
@@ -474,9 +479,10 @@ static int store_rows(broker_t *b, const policy_principal_t *sender,
 }
 
 /* Store the publish, its items and the deliveries of list (deliveries_list;
- * numbered here, in the transaction), and queue the Accepted. Returns 0, or
- * -1 on a store error: the caller then fails the whole turn, so that no
- * half-written publish is ever committed. */
+ * numbered here, in the transaction), and queue the Accepted. Returns 0,
+ * -1 on a store error, or PUBLISH_OUT_OF_MEMORY when the mailbox rows
+ * could not be put together: the caller then fails the whole turn, so that
+ * no half-written publish is ever committed. */
 static int store_publish(broker_t *b, const session_t *session, const policy_principal_t *sender,
                          const Schakel__Publish *publish, const uint8_t hash[32],
                          const uint8_t root[32], const item_plan_t *plans,
@@ -535,8 +541,9 @@ static int store_publish(broker_t *b, const session_t *session, const policy_pri
         deliveries += queued;
         item_seqs[i] = item_seq;
     }
-    if (store_rows(b, sender, publish, plans, item_seqs, list) != 0)
-        return -1;
+    int rows = store_rows(b, sender, publish, plans, item_seqs, list);
+    if (rows != 0)
+        return rows;
     size_t len = 0;
     uint8_t *frame = encode_accepted(id, results, publish->n_items, 0, &len);
     if (frame == NULL || store_publish_set_reply(b->store, publish_id, frame, len) != 0) {
@@ -682,16 +689,19 @@ void publish_handle(broker_t *b, session_t *session, const policy_principal_t *s
     list.slot_group = NULL;
     int refused = plan_items(b, session, sender, publish, plans) != 0 ||
                   publish_bounds_refuse(b, session, sender, publish);
+    int stored = 0;
     if (!refused && deliveries_list(b, publish, plans, &list) != 0) {
         broker_reject(b, session, SCHAKEL__REASON__INTERNAL_ERROR, "out of memory", id, -1, 0);
-    } else if (!refused &&
-               store_publish(b, session, sender, publish, hash, root, plans, &list) != 0) {
+    } else if (!refused && (stored = store_publish(b, session, sender, publish, hash, root, plans,
+                                                   &list)) != 0) {
         uint64_t stored_seq, committed_seq;
         uint8_t committed_hash[STORE_AUDIT_HASH_BYTES];
         /* a tail rewritten outside the broker is said (and counted) as
          * audit.tail_mismatch alone (record.c) */
         if (!store_audit_tail_mismatch(b->store, &stored_seq, NULL, &committed_seq, committed_hash))
-            log_event(LOG_ERROR, "store.write_failed", "error", store_errmsg(b->store), NULL);
+            log_event(LOG_ERROR, "store.write_failed", "error",
+                      stored == PUBLISH_OUT_OF_MEMORY ? "out of memory" : store_errmsg(b->store),
+                      NULL);
         broker_fail_turn(b);
         broker_reject(b, session, b->turn_failure,
                       "the broker could not store this publish; nothing was stored, publish "
