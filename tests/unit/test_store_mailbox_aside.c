@@ -3,9 +3,10 @@
  * (mailbox rows set aside whole) against real SQLite files, each test in
  * its own mkdtemp() folder under /tmp, removed afterwards: a row that does
  * not authenticate moved with this transaction's acks folded in, a
- * rollback, rows damaged in their counts, seqs or items, the refusals, its
- * deliveries given back per seq (unrecorded, get, count) and the expiry of
- * set-aside rows. The store key is random per run.
+ * rollback, rows damaged in their counts, seqs or items, the refusals
+ * (of a row read and of one its caller could not read), its deliveries
+ * given back per seq (unrecorded, get, count) and the expiry of set-aside
+ * rows. The store key is random per run.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -343,6 +344,42 @@ static void test_set_aside_refusals(void **state)
     assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox"), 1);
 }
 
+/* Setting aside a row its caller could not read (the expiry sweep's
+ * way) is refused outside a transaction, and without a reason, with the
+ * same text: the row stays as it was, and an ack of the transaction is
+ * still written by its commit. */
+static void test_set_aside_unread_refusals(void **state)
+{
+    fixture_t *f = *state;
+    mailbox_published_t p;
+    int64_t s0 = mailbox_fixture_two_rows(f, &p);
+    sqlite3 *raw = store_fixture_raw_open(f->path);
+    store_fixture_db_exec(raw, "CREATE TEMP TABLE before AS SELECT * FROM main.mailbox");
+    static const char refused[] =
+        "mailbox_row_set_aside: a reason and an open transaction are required";
+
+    assert_int_equal(store_mailbox_row_set_aside_unread(f->store, s0, NOW, "damaged row: n"), -1);
+    assert_string_equal(store_errmsg(f->store), refused);
+    assert_int_equal(store_fixture_db_int(raw, "SELECT count(*) FROM (SELECT * FROM main.mailbox"
+                                               " EXCEPT SELECT * FROM before)"),
+                     0);
+    assert_int_equal(store_fixture_db_int(raw, "SELECT count(*) FROM (SELECT * FROM before"
+                                               " EXCEPT SELECT * FROM main.mailbox)"),
+                     0);
+    assert_int_equal(store_fixture_db_int(raw, "SELECT count(*) FROM main.mailbox_set_aside"), 0);
+
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, (uint64_t)s0), 1);
+    assert_int_equal(store_mailbox_row_set_aside_unread(f->store, s0, NOW, NULL), -1);
+    assert_string_equal(store_errmsg(f->store), refused);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(store_fixture_db_int(raw, "SELECT count(*) FROM main.mailbox_set_aside"), 0);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 3);
+    assert_int_equal(scan_all(f, POLITIE), 3);
+    assert_int_equal(scan_all(f, ZORG), 2);
+    assert_int_equal(sqlite3_close(raw), SQLITE_OK);
+}
+
 /* The deliveries set aside and not yet named on the trail, paged by seq;
  * one named by an entry is left out. */
 static void test_unrecorded_paging(void **state)
@@ -542,6 +579,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_set_aside_rolled_back, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_set_aside_damaged, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_set_aside_refusals, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_set_aside_unread_refusals, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_unrecorded_paging, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_set_aside_expire, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_set_aside_expiry_damaged, setup,
