@@ -481,8 +481,8 @@ static int store_rows(broker_t *b, const policy_principal_t *sender,
 /* Store the publish, its items and the deliveries of list (deliveries_list;
  * numbered here, in the transaction), and queue the Accepted. Returns 0,
  * -1 on a store error, or PUBLISH_OUT_OF_MEMORY when the mailbox rows
- * could not be put together: the caller then fails the whole turn, so that
- * no half-written publish is ever committed. */
+ * or the Accepted could not be put together: the caller then fails the
+ * whole turn, so that no half-written publish is ever committed. */
 static int store_publish(broker_t *b, const session_t *session, const policy_principal_t *sender,
                          const Schakel__Publish *publish, const uint8_t hash[32],
                          const uint8_t root[32], const item_plan_t *plans,
@@ -546,7 +546,9 @@ static int store_publish(broker_t *b, const session_t *session, const policy_pri
         return rows;
     size_t len = 0;
     uint8_t *frame = encode_accepted(id, results, publish->n_items, 0, &len);
-    if (frame == NULL || store_publish_set_reply(b->store, publish_id, frame, len) != 0) {
+    if (frame == NULL)
+        return PUBLISH_OUT_OF_MEMORY;
+    if (store_publish_set_reply(b->store, publish_id, frame, len) != 0) {
         free(frame);
         return -1;
     }
