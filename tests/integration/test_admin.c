@@ -2481,6 +2481,61 @@ static void test_export_going_out_at_a_stop_to_an_operator_who_takes_none(void *
     assert_int_equal(exports_recorded(env), exports + 1);
 }
 
+/* errno of a plain TCP connect to the running broker's partner endpoint
+ * (env->endpoint, tcp://127.0.0.1:PORT); 0 when it connected. */
+static int partner_connect_errno(const h_env_t *env)
+{
+    const char *colon = strrchr(env->endpoint, ':');
+    assert_non_null(colon);
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)atoi(colon + 1));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    int err = connect(fd, (const struct sockaddr *)&addr, sizeof addr) == 0 ? 0 : errno;
+    close(fd);
+    return err;
+}
+
+/* A stop while an export goes out to an operator who reads nothing: the
+ * partner endpoint stops listening before the stop waits for the
+ * operator, so that a partner that connects meanwhile is refused by the
+ * kernel, not left for up to SCHAKEL_ADMIN_STOP_MAX_MS in a CURVE
+ * handshake nobody answers (review: the router and ZAP were read no
+ * more, and the port still took connections). A partner connected before
+ * the stop is closed with the listener, which libzmq closes first: once
+ * it sees its close, a connect is refused. The operator, reading again,
+ * still gets the whole export. */
+static void test_partners_refused_while_an_export_goes_out_at_a_stop(void **state)
+{
+    h_env_t *env = *state;
+    static export_run_t run; /* not on the stack: see export_run_t */
+    long offset = export_hold(&run, env, "--timeout=30");
+    zmtp_raw_t *partner = zmtp_raw_connect(env, H_WOCO_JEKERDAL);
+    assert_int_equal(kill(env->broker_pid, SIGTERM), 0);
+    if (h_await_log(env, offset, "event=admin.export_stopping", H_TIMEOUT_MS * h_time_factor()) !=
+        0) {
+        h_dump_log(env);
+        fail_msg("the stopping broker did not hand out the rest of the export");
+    }
+    int closed = zmtp_raw_closed(partner, H_TIMEOUT_MS * h_time_factor());
+    zmtp_raw_close(&partner);
+    int err = partner_connect_errno(env);
+    assert_int_equal(kill(*run.pid, SIGCONT), 0); /* the drain ends as the operator reads */
+    if (err != ECONNREFUSED)
+        fail_msg("a partner connecting while the stop sent an export: %s (its connection from "
+                 "before the stop %s)",
+                 err == 0 ? "connected" : strerror(err), closed ? "closed" : "still open");
+    assert_int_equal(
+        h_broker_await_exit(env, (H_TIMEOUT_MS + SCHAKEL_ADMIN_STOP_MAX_MS) * h_time_factor()), 0);
+    export_join(&run);
+    h_expect_exit(&run.res, 0, "the export going out while partners were refused");
+    assert_int_equal(export_count(run.res.out), EXPORT_HELD_BATCHES * SCHAKEL_MAX_ITEMS);
+    h_cli_result_free(&run.res);
+}
+
 /* An export going out when the broker stops on a failure (a sync of its
  * store fails: the broker exits 1 without its stop's drain): the export
  * is said undelivered as the broker ends, not dropped without a word
@@ -3065,6 +3120,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_export_going_out_at_a_stop_to_an_operator_who_takes_none,
             setup_admin_broker_patient, h_teardown),
+        cmocka_unit_test_setup_teardown(test_partners_refused_while_an_export_goes_out_at_a_stop,
+                                        setup_admin_broker_patient, h_teardown),
         cmocka_unit_test_setup_teardown(test_export_going_out_when_the_broker_fails,
                                         setup_admin_broker_patient_failable, h_teardown),
         cmocka_unit_test_setup_teardown(
