@@ -76,8 +76,9 @@ int admin_has_pending(const admin_t *admin);
  * the stop's last step, once the store is done with: one going out goes
  * on going out until its operator has it and closes the connection, or
  * its connection closes otherwise, or for at most SCHAKEL_ADMIN_STOP_MAX_MS
- * (blocks meanwhile); one whose operator's key a reload took out ends
- * first. admin_export_abandon: an export still going out when the broker
+ * (blocks meanwhile), or until a second stop signal (signals_stop_repeated,
+ * its poll woken by the signals' eventfd); one whose operator's key a
+ * reload took out ends first. admin_export_abandon: an export still going out when the broker
  * ends without that (a storage failure) is said undelivered; called by
  * admin_destroy. Each is safe on NULL. */
 void admin_export_step(admin_t *admin, struct broker *b);

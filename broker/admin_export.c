@@ -25,6 +25,7 @@
 #include "broker_internal.h"
 #include "log.h"
 #include "record.h"
+#include "signals.h"
 #include "syntax.h"
 
 /* ------------------------------------------------------------------ the export */
@@ -340,7 +341,9 @@ void admin_export_answer(admin_t *admin, const broker_t *b, int committed)
  * handing it out, as in its turns, and nothing else, until its operator
  * has it all and closes the connection, or its connection closes
  * otherwise (a silent one at admin_heartbeat_timeout), or
- * SCHAKEL_ADMIN_STOP_MAX_MS have passed. Waiting for the close is what
+ * SCHAKEL_ADMIN_STOP_MAX_MS have passed, or a second stop signal asks
+ * the broker not to wait (signals_stop_repeated: an operator, or systemd
+ * after its first TERM). Waiting for the close is what
  * lets the answer arrive: libzmq counts a frame sent once written to the
  * kernel, and a socket closed with bytes of the operator's unread (a
  * heartbeat) is reset, the kernel's unsent rest thrown away with it
@@ -366,35 +369,54 @@ void admin_stop_drain(admin_t *admin, const broker_t *b)
     log_event(LOG_INFO, "admin.export_stopping", "principal", job->request.principal, "owed",
               owed_text, "wait_ms", wait_text, NULL);
     int64_t start = broker_monotonic_ms(), now = start;
-    int outcome = 0;
+    int outcome = 0, asked_again = 0;
     for (;;) {
         admin_events_drain(admin);
         outcome = admin_export_hand(job, admin, SIZE_MAX);
         now = broker_monotonic_ms();
         /* all of it out and the close seen; or out, where no close can be
          * seen (connection events unavailable: counted done, as in a turn) */
-        if (outcome < 0 || (outcome > 0 && (job->gone || admin->events == NULL)) ||
-            now - start >= SCHAKEL_ADMIN_STOP_MAX_MS)
+        if (outcome < 0 || (outcome > 0 && (job->gone || admin->events == NULL)))
             break;
-        /* woken by a connection event; a frame taken out is seen by time */
-        zmq_pollitem_t item = {admin->events, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&item, admin->events != NULL, SCHAKEL_EXPORT_SEND_WAIT_MS) < 0 &&
-            zmq_errno() != EINTR)
+        asked_again = signals_stop_repeated();
+        if (asked_again || now - start >= SCHAKEL_ADMIN_STOP_MAX_MS)
+            break;
+        /* woken by a connection event, or by a signal (its eventfd; a
+         * second stop ends the wait); a frame taken out is seen by time */
+        zmq_pollitem_t items[2];
+        int n_items = 0;
+        if (admin->events != NULL)
+            items[n_items++] = (zmq_pollitem_t){.socket = admin->events, .events = ZMQ_POLLIN};
+        if (signals_wake_fd() >= 0)
+            items[n_items++] = (zmq_pollitem_t){.fd = signals_wake_fd(), .events = ZMQ_POLLIN};
+        int rc = zmq_poll(items, n_items, SCHAKEL_EXPORT_SEND_WAIT_MS);
+        /* emptied, so that only a signal from now on wakes the next poll
+         * (the one that began the stop may have left it readable) */
+        signals_wake_drain();
+        if (rc < 0 && zmq_errno() != EINTR)
             break;
     }
     if (outcome < 0 || (outcome > 0 && (job->gone || admin->events == NULL))) {
         admin_export_end(admin, now, outcome); /* as in a turn */
         return;
     }
-    /* the wait ran out: the broker's close resets a connection the
-     * operator has not closed, and what the kernel still held of it with it */
-    char why[160];
-    snprintf(why, sizeof why,
+    /* the wait ran out, or was cut: the broker's close resets a
+     * connection the operator has not closed, and what the kernel still
+     * held of it with it */
+    char timed_out[160];
+    snprintf(timed_out, sizeof timed_out,
              outcome > 0 ? "the broker stopped, and its operator had not closed its connection "
                            "within %d ms: whether all of it arrived is not known"
                          : "the broker stopped, and its operator had not taken the rest within %d "
                            "ms",
              SCHAKEL_ADMIN_STOP_MAX_MS);
+    const char *why = timed_out;
+    if (asked_again)
+        why = outcome > 0 ? "the broker stopped, and a second stop signal ended the wait before "
+                            "its operator closed its connection: whether all of it arrived is "
+                            "not known"
+                          : "the broker stopped, and a second stop signal ended the wait before "
+                            "its operator had taken the rest";
     admin_export_log(job, now, "admin.export_undelivered", why);
     admin_export_release(admin);
 }

@@ -18,7 +18,11 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t stop_asked;
+/* Stops asked, counted up to 2 (a second one cuts the stop's last wait
+ * short). Only the handlers write it, one at a time (sa_mask) and on the
+ * main thread (the broker's threads and libzmq's block every signal); the
+ * loop only reads it: the increment is not raced. */
+static volatile sig_atomic_t stops_asked;
 static volatile sig_atomic_t reload_asked;
 /* Set before the handlers are installed, never changed after. */
 static volatile sig_atomic_t wake_fd = -1;
@@ -38,7 +42,8 @@ static void signals_wake(void)
 
 void signals_request_stop(void)
 {
-    stop_asked = 1;
+    if (stops_asked < 2)
+        stops_asked = stops_asked + 1;
     signals_wake();
 }
 
@@ -90,7 +95,12 @@ int signals_install(char *err, size_t errlen)
 
 int signals_stop_requested(void)
 {
-    return stop_asked != 0;
+    return stops_asked != 0;
+}
+
+int signals_stop_repeated(void)
+{
+    return stops_asked >= 2;
 }
 
 /* A SIGHUP between the test and the clear is taken with this reload, which

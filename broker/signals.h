@@ -26,6 +26,12 @@ int signals_install(char *err, size_t errlen);
  * asked. */
 int signals_stop_requested(void);
 
+/* 1 once a stop was asked a second time (a second SIGTERM or SIGINT, from
+ * an operator or systemd, after the one that began the stop): what the
+ * stop would still wait for that is not durability (an export going out,
+ * admin_stop_drain) ends at once. It stays asked. */
+int signals_stop_repeated(void);
+
 /* 1 if a reload was asked since the last call (any number of SIGHUPs is one
  * reload), and forgets it; else 0. */
 int signals_reload_take(void);

@@ -2536,6 +2536,43 @@ static void test_partners_refused_while_an_export_goes_out_at_a_stop(void **stat
     h_cli_result_free(&run.res);
 }
 
+/* A second SIGTERM while the stop waits for an operator who takes none
+ * of an export going out ends that wait at once, as its 20 s would: the
+ * export is said undelivered (why: the second signal), it stays recorded,
+ * and the broker exits 0, well before the wait would have ended (the
+ * bound below is half of it, counted from after the wait began). */
+static void test_second_stop_signal_ends_the_wait_for_an_export(void **state)
+{
+    h_env_t *env = *state;
+    int64_t exports = exports_recorded(env);
+    static export_run_t run; /* not on the stack: see export_run_t */
+    long offset = export_hold(&run, env, "--timeout=120");
+    assert_int_equal(kill(env->broker_pid, SIGTERM), 0);
+    if (h_await_log(env, offset, "event=admin.export_stopping", H_TIMEOUT_MS * h_time_factor()) !=
+        0) {
+        h_dump_log(env);
+        fail_msg("the stopping broker did not hand out the rest of the export");
+    }
+    assert_int_equal(kill(env->broker_pid, SIGTERM), 0);
+    int code = h_broker_await_exit(env, SCHAKEL_ADMIN_STOP_MAX_MS / 2);
+    export_kill(&run);
+    if (code != 0) {
+        h_dump_log(env);
+        fail_msg("a second SIGTERM during the stop's wait for an export: %s",
+                 code < 0 ? "the broker went on waiting" : "the exit was not clean");
+    }
+    if (h_log_count(env, offset, "event=admin.export_stopping") != 1 ||
+        h_log_count_both(env, offset, "event=admin.export_undelivered",
+                         "a second stop signal ended the wait") != 1 ||
+        h_log_count(env, offset, "event=admin.export_undelivered") != 1 ||
+        h_log_count(env, offset, "event=admin.export_done") != 0 ||
+        h_log_count(env, offset, "event=broker.stopping") != 1) {
+        h_dump_log(env);
+        fail_msg("a second SIGTERM during the stop's wait: the export not said undelivered so");
+    }
+    assert_int_equal(exports_recorded(env), exports + 1);
+}
+
 /* An export going out when the broker stops on a failure (a sync of its
  * store fails: the broker exits 1 without its stop's drain): the export
  * is said undelivered as the broker ends, not dropped without a word
@@ -3121,6 +3158,8 @@ int main(void)
             test_export_going_out_at_a_stop_to_an_operator_who_takes_none,
             setup_admin_broker_patient, h_teardown),
         cmocka_unit_test_setup_teardown(test_partners_refused_while_an_export_goes_out_at_a_stop,
+                                        setup_admin_broker_patient, h_teardown),
+        cmocka_unit_test_setup_teardown(test_second_stop_signal_ends_the_wait_for_an_export,
                                         setup_admin_broker_patient, h_teardown),
         cmocka_unit_test_setup_teardown(test_export_going_out_when_the_broker_fails,
                                         setup_admin_broker_patient_failable, h_teardown),
