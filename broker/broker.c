@@ -503,15 +503,16 @@ static void syncer_start(broker_t *b)
                   "the loop checkpoints the WAL itself", NULL);
 }
 
-/* At the stop, once the answers of the turns waiting for their sync are
- * handed over (broker_tickets_drain, which needs the partners'
- * connections and may wait for a slow disk): the partner endpoint stops
- * listening, before the rest of the stop (its record and checkpoint, and
- * an export's drain of up to SCHAKEL_ADMIN_STOP_MAX_MS). A partner that
- * connects from then on is refused by the kernel (ECONNREFUSED) and tries
- * again, rather than stalling in a CURVE handshake nobody answers (the
- * router and ZAP are read no more). libzmq closes the connections
- * accepted there with it (ZMQ_LINGER 0): nothing more goes to them. */
+/* At the stop, once the store is done with (its last answers handed to
+ * libzmq before, its record and checkpoint written) and before an
+ * export's drain of up to SCHAKEL_ADMIN_STOP_MAX_MS: the partner endpoint
+ * stops listening. A partner that connects from then on is refused by the
+ * kernel (ECONNREFUSED) and tries again, rather than stalling in a CURVE
+ * handshake nobody answers (the router and ZAP are read no more). libzmq
+ * closes the connections accepted there with it (ZMQ_LINGER 0), as the
+ * exit would: nothing more goes to them. Not earlier: the answers of the
+ * last turns, handed to libzmq by broker_tickets_drain, are written by its
+ * I/O thread meanwhile, and a close drops what it has not written. */
 static void broker_stop_listening(broker_t *b)
 {
     if (b->router == NULL || b->endpoint[0] == '\0' || zmq_unbind(b->router, b->endpoint) == 0)
@@ -698,8 +699,7 @@ int broker_run(broker_t *b)
     metrics_stopping(b); /* /readyz says so before the stop waits for the disk */
     log_event(LOG_INFO, "broker.stopping", NULL);
     broker_tickets_drain(b); /* the turns waiting for their sync are answered first */
-    broker_stop_listening(b); /* then no partner waits on the rest */
-    admin_stop(b->admin, b);  /* an export not done is answered so, and wiped */
+    admin_stop(b->admin, b); /* an export not done is answered so, and wiped */
     broker_undeliverable_summary(b, 1);
     deliver_acks_limited_summary(b, 1);
     (void)record_stopped(b); /* the last entry and a checkpoint over all; logged on failure */
@@ -712,6 +712,7 @@ int broker_run(broker_t *b)
         log_event(LOG_WARN, "store.checkpoint_failed", "error", store_errmsg(b->store), NULL);
     if (store_sync_failed(b->store))
         return -1;
+    broker_stop_listening(b);      /* no partner waits on the drain */
     admin_stop_drain(b->admin, b); /* an export going out, with the store done with */
     return 0;
 }
