@@ -118,8 +118,8 @@ static const char *const audit_sql[AUDIT_STMT_COUNT] = {
         "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE seq = (SELECT audit_seq FROM"
         " (SELECT audit_seq, last_seq FROM audit_ack_ranges WHERE first_seq <= ?1"
         " ORDER BY first_seq DESC LIMIT 1) WHERE last_seq >= ?1) AND seq <= ?2",
-    [AUDIT_STMT_ACKED_LOOKUP] = "SELECT first_seq, last_seq, audit_seq FROM audit_ack_ranges"
-                                " WHERE first_seq <= ?1 ORDER BY first_seq DESC LIMIT 1",
+    [AUDIT_STMT_ACKED_LOOKUP] = ("SELECT first_seq, last_seq, audit_seq FROM audit_ack_ranges"
+                                 " WHERE first_seq <= ?1 ORDER BY first_seq DESC LIMIT 1"),
     [AUDIT_STMT_ACKED_COUNT] = "SELECT count(*) FROM audit_ack_ranges WHERE audit_seq <= ?1",
     [AUDIT_STMT_SAVEPOINT] = "SAVEPOINT audit_acked",
     [AUDIT_STMT_RELEASE] = "RELEASE audit_acked",
