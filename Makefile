@@ -326,6 +326,7 @@ $(BUILD)/tests/integration/%.so: tests/integration/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -fPIC -shared $(SAN_LD) $(LDFLAGS) -o $@ $< -ldl
 $(BUILD)/tests/integration/test_sync: | $(BUILD)/tests/integration/syncgate.so
+$(BUILD)/tests/integration/test_admin: | $(BUILD)/tests/integration/syncgate.so
 $(BUILD)/tests/integration/test_listen: | $(BUILD)/tests/integration/syncgate.so
 $(BUILD)/tests/integration/test_import: | $(BUILD)/tests/integration/syncgate.so
 $(BUILD)/tests/integration/test_metrics: | $(BUILD)/tests/integration/syncgate.so \

@@ -41,14 +41,19 @@
  * it" checks; NULL-terminated. */
 extern const char *const h_receiving_principals[];
 
-/* Bounds of every wait (milliseconds). Only a failing test waits this long. */
-#define H_TIMEOUT_MS 10000
-
 /* SCHAKEL_TEST_TIME_FACTOR (an integer 1..20; 1 when unset or out of
  * range): how much slower the broker runs under a slow tool such as
  * valgrind (make check-valgrind sets it), to stretch waits by. */
 int h_time_factor(void);
-#define H_START_TIMEOUT_MS 15000
+
+/* Bounds of every wait (milliseconds), stretched by h_time_factor(): a
+ * wait on a broker, a client call, a log line (H_TIMEOUT_MS), and a
+ * broker's start up to its READY line (H_START_TIMEOUT_MS). Only a
+ * failing test waits this long. */
+#define H_TIMEOUT_BASE_MS 10000
+#define H_TIMEOUT_MS (H_TIMEOUT_BASE_MS * h_time_factor())
+#define H_START_TIMEOUT_BASE_MS 15000
+#define H_START_TIMEOUT_MS (H_START_TIMEOUT_BASE_MS * h_time_factor())
 /* The deadline of a one-shot tool run (h_run_schakeld, h_run_sh,
  * h_run_ctl, h_run_cli and the like): h_cli_timeout_ms(), which is
  * H_CLI_TIMEOUT_MS times h_time_factor(), so that a tool slowed down as
