@@ -293,13 +293,15 @@ static long case_queue_history(case_cmd_t *x, const char *joiner_id, uint64_t jo
 }
 
 /* An expired-or-dropped delivery in flight will never be acked: free its
- * slot in the receiver's window. The delivery is kept for its audit entry,
- * written once the store call has returned (a callback must not write). */
+ * slot in the receiver's window (not one the push passed over to revoke:
+ * it holds none). The delivery is kept for its audit entry, written once
+ * the store call has returned (a callback must not write). */
 static void case_on_dropped(const store_expired_t *e, void *arg)
 {
     case_cmd_t *x = arg;
     receiver_t *r = sessions_receiver(x->b->sessions, e->recipient);
-    if (r != NULL && r->session != NULL && e->seq <= r->cursor && r->inflight > 0) {
+    if (r != NULL && r->session != NULL && e->seq <= r->cursor && r->inflight > 0 &&
+        !deliver_revocation_queued(x->b, e->recipient, e->seq)) {
         r->inflight--;
         r->dirty = 1;
     }

@@ -335,9 +335,12 @@ static void on_expired(const store_expired_t *e, void *arg)
     else
         batch->overflow = 1; /* more than store_expire tells: a bug */
     /* An expired delivery in flight will never be acked: free its slot
-     * (one set aside was never sent: it holds none). */
+     * (one set aside was never sent: it holds none; nor does one the push
+     * passed over to revoke, whose revocation waits for this turn's
+     * deliver_revoke). */
     receiver_t *r = e->set_aside ? NULL : sessions_receiver(b->sessions, e->recipient);
-    if (r != NULL && r->session != NULL && e->seq <= r->cursor && r->inflight > 0) {
+    if (r != NULL && r->session != NULL && e->seq <= r->cursor && r->inflight > 0 &&
+        !deliver_revocation_queued(b, e->recipient, e->seq)) {
         r->inflight--;
         r->dirty = 1;
     }
@@ -365,9 +368,10 @@ void deliver_expire(broker_t *b)
     /* A damaged row the sweep set aside instead: its entries in this turn. */
     if (store_mailbox_expire_set_aside(b->store) > 0 && record_set_aside_in_turn(b) != 0)
         return;
-    /* A full batch means more may be due: continue next turn, a batch at a
+    /* A full batch, or a batch of rows only rewritten with their next
+     * expiry, means more may be due: continue next turn, a batch at a
      * time, so that routing never waits for a long sweep. */
-    b->expiry_due = (size_t)removed >= SCHAKEL_EXPIRY_BATCH;
+    b->expiry_due = (size_t)removed >= SCHAKEL_EXPIRY_BATCH || store_mailbox_expire_more(b->store);
     b->expired_since_checkpoint += (size_t)removed;
 }
 

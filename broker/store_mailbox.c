@@ -118,8 +118,10 @@ static const char *const mailbox_sql[MB_STMT_COUNT] = {
     [MB_DELETE] = "DELETE FROM mailbox WHERE first_seq = ?1",
     [MB_PENDING] = "SELECT coalesce(sum(pending), 0) FROM mailbox WHERE recipient = ?1",
     /* MB_FIND's columns, then the recipient: the row due first. */
-    [MB_EXPIRE_NEXT] = "SELECT first_seq, n, done, pending, first_item_seq, rules, items, recipient"
-                       " FROM mailbox WHERE expires_at <= ?1 ORDER BY expires_at LIMIT 1",
+    [MB_EXPIRE_NEXT] =
+        "SELECT first_seq, n, done, pending, first_item_seq, rules, items, recipient,"
+        " expires_at, case_id FROM mailbox WHERE expires_at <= ?1"
+        " ORDER BY expires_at LIMIT 1",
     [MB_REWRITE] =
         "UPDATE mailbox SET done = ?2, pending = ?3, expires_at = ?4 WHERE first_seq = ?1",
     /* store_mailbox_aside.c: the row of a seq (as MB_FIND), moved whole to
@@ -206,8 +208,8 @@ static const char *const mailbox_sql[MB_STMT_COUNT] = {
         " (SELECT i.publish_id FROM case_items AS ci JOIN items AS i ON i.seq = ci.item_seq"
         " WHERE ci.case_id = ?1)",
     /* A publish's rows, waiting and set aside: what they still refer to. */
-    [MB_PUBLISH_ROWS] = "SELECT n, done, items, rules, expires_at, case_id, first_seq FROM mailbox"
-                        " WHERE publish_id = ?1",
+    [MB_PUBLISH_ROWS] = "SELECT n, done, items, rules, expires_at, case_id, first_seq, recipient"
+                        " FROM mailbox WHERE publish_id = ?1",
     [MB_PUBLISH_SET_ASIDE_ROWS] = "SELECT n, done, items, rules, expires_at, case_id, first_seq"
                                   " FROM mailbox_set_aside WHERE publish_id = ?1",
     /* The next due item after (?2, ?3) in the order of items_by_expiry. */
@@ -263,7 +265,7 @@ static const char *const mailbox_sql[MB_STMT_COUNT] = {
     [MB_QUERY_LAST_SEQ] = "SELECT first_seq, n, done FROM mailbox ORDER BY first_seq DESC",
 };
 
-/* Columns of MB_FIND, and of MB_EXPIRE_NEXT with FC_RECIPIENT. */
+/* Columns of MB_FIND, and of MB_EXPIRE_NEXT with those from FC_RECIPIENT. */
 enum find_col {
     FC_FIRST_SEQ,
     FC_N,
@@ -272,7 +274,9 @@ enum find_col {
     FC_FIRST_ITEM_SEQ,
     FC_RULES,
     FC_ITEMS,
-    FC_RECIPIENT
+    FC_RECIPIENT,
+    FC_EXPIRES_AT,
+    FC_CASE_ID
 };
 
 /* One row touched by this transaction's acks and removals: its bitmap and
@@ -292,6 +296,7 @@ struct store_mailbox {
     size_t n_marks, cap_marks;
     uint64_t marks_serial; /* the transaction they were made in */
     size_t aside_by_expiry; /* rows the last store_mailbox_row_expire set aside */
+    int expire_more;        /* it stopped at its bound of rows with rows still due */
 };
 
 static struct store_mailbox *mailbox_of(store_t *store)
@@ -698,11 +703,20 @@ static int expire_row(store_t *store, sqlite3_stmt *next, int64_t now, size_t li
             rc = row_lines(store, next, "mailbox_row_expire", &rules, &items);
     }
     int64_t next_expiry = INT64_MAX;
+    /* A case's row (a delivery of one) whose rule line its case's close
+     * could not move (its body did not open to be sealed again) has the
+     * close's expiry in expires_at alone: that one holds, or the row would
+     * get the open case's back and be kept for ever. */
+    int64_t case_until = rc == 0 && sqlite3_column_type(next, FC_CASE_ID) != SQLITE_NULL
+                             ? sqlite3_column_int64(next, FC_EXPIRES_AT)
+                             : INT64_MAX;
     for (uint32_t i = 0; rc == 0 && i < mark->n; i++) {
         if (mailbox_done_bit(mark->done, i))
             continue;
         store_expired_t e;
         removed_facts(next, items, &rules, recipient, i, &e);
+        if (e.expires_at > case_until)
+            e.expires_at = case_until;
         if (e.expires_at > now || *expired >= limit) {
             next_expiry = e.expires_at < next_expiry ? e.expires_at : next_expiry;
             continue;
@@ -765,7 +779,16 @@ int store_mailbox_row_expire(store_t *store, int64_t now, size_t limit, store_ex
     if (mailbox_of(store) == NULL)
         return -1;
     store->mailbox->aside_by_expiry = 0;
-    while (expired < limit) {
+    store->mailbox->expire_more = 0;
+    /* Bounded by rows as well as by deliveries: a row due whose pending
+     * deliveries are not (its earliest was acked: an ack does not rewrite
+     * expires_at) is only rewritten with its next expiry, and a backlog of
+     * them must not be rewritten whole in one turn. */
+    for (size_t rows = 0; expired < limit; rows++) {
+        if (rows == limit) {
+            store->mailbox->expire_more = 1; /* perhaps: the next step looks */
+            break;
+        }
         sqlite3_stmt *next = store_mailbox_stmt(store, MB_EXPIRE_NEXT);
         if (next == NULL)
             return -1;
@@ -797,6 +820,17 @@ int store_mailbox_row_expire(store_t *store, int64_t now, size_t limit, store_ex
 size_t store_mailbox_expire_set_aside(const store_t *store)
 {
     return store->mailbox != NULL ? store->mailbox->aside_by_expiry : 0;
+}
+
+void store_mailbox_expire_aside_count(store_t *store)
+{
+    if (store->mailbox != NULL)
+        store->mailbox->aside_by_expiry++;
+}
+
+int store_mailbox_expire_more(const store_t *store)
+{
+    return store->mailbox != NULL && store->mailbox->expire_more;
 }
 
 /* Cost: per row marked, one update of its done and pending (or its

@@ -132,7 +132,8 @@ int store_mailbox_row_remove(store_t *store, const char *recipient, uint64_t seq
  * store_mailbox_row_remove removes one (tombstone, fn, the count), up to
  * `limit` in all, and is written at once: deleted when nothing is left
  * pending, else with the earliest expiry of those left; then the next
- * row due. This transaction's acks and removals of a row count (its
+ * row due, `limit` rows at most (store_mailbox_expire_more says whether
+ * it stopped there). This transaction's acks and removals of a row count (its
  * marks are written with it). A row due that does not read (its rule
  * lines, items, n or done as no broker writes them) is set aside whole
  * instead (store_mailbox_row_set_aside), so that it cannot stop the sweep,
@@ -147,6 +148,11 @@ int store_mailbox_row_expire(store_t *store, int64_t now, size_t limit, store_ex
  * "delivery.set_aside" entry yet (store_set_aside_unrecorded finds them),
  * which the caller writes in the same transaction. */
 size_t store_mailbox_expire_set_aside(const store_t *store);
+
+/* 1 when the last store_mailbox_row_expire stopped at its bound of rows
+ * visited (`limit`, the rows it only rewrote with their next expiry
+ * counted) with rows still due: the caller sweeps again next turn. */
+int store_mailbox_expire_more(const store_t *store);
 
 /* recipient's pending deliveries in the rows, this transaction's marks
  * and rows included: from the counts in memory (store_count.c), learnt

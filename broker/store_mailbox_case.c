@@ -206,8 +206,18 @@ static void refs_mark(publish_refs_t *refs, uint32_t index, int64_t expires_at)
         refs->latest = expires_at;
 }
 
-/* Columns of MB_PUBLISH_ROWS and MB_PUBLISH_SET_ASIDE_ROWS. */
-enum { REF_N, REF_DONE, REF_ITEMS, REF_RULES, REF_EXPIRES_AT, REF_CASE_ID, REF_FIRST_SEQ };
+/* Columns of MB_PUBLISH_ROWS and MB_PUBLISH_SET_ASIDE_ROWS (REF_RECIPIENT:
+ * of MB_PUBLISH_ROWS only). */
+enum {
+    REF_N,
+    REF_DONE,
+    REF_ITEMS,
+    REF_RULES,
+    REF_EXPIRES_AT,
+    REF_CASE_ID,
+    REF_FIRST_SEQ,
+    REF_RECIPIENT
+};
 
 /* n, done and items of a row as the broker writes them: 0 with them set,
  * -1 (damage). */
@@ -625,6 +635,98 @@ int store_mailbox_row_case_set_expiry(store_t *store, const char *case_id, int64
 
 /* ------------------------------------------------------------------ expiry: what nothing holds */
 
+/* ------------------------------------------------------------------ rows the sweep cannot see */
+
+/* Whether the waiting row at stmt (MB_PUBLISH_ROWS) hides from the
+ * expiry sweep: a pending delivery due by its rule line (at most now)
+ * while the row's expires_at, which the seal does not bind and the sweep
+ * finds rows by, is later. No broker writes that (an ack does not raise
+ * it, a case's close moves both). 1, 0 (not, or a row that does not read:
+ * refs_walk keeps its items), -1 out of memory. */
+static int row_hidden(store_t *store, sqlite3_stmt *stmt, int64_t now)
+{
+    int64_t n = 0;
+    const uint8_t *done = NULL, *items = NULL;
+    if (refs_row_read(stmt, &n, &done, &items) != 0 ||
+        !mailbox_span_ok(sqlite3_column_int64(stmt, REF_FIRST_SEQ), n) ||
+        sqlite3_column_int64(stmt, REF_EXPIRES_AT) <= now)
+        return 0;
+    const uint8_t *marked = store_mailbox_marked(store, sqlite3_column_int64(stmt, REF_FIRST_SEQ));
+    if (marked != NULL)
+        done = marked;
+    size_t len = 0;
+    const uint8_t *text = store_column_bytes(stmt, REF_RULES, &len);
+    mailbox_rules_t rules = {NULL, NULL, 0, 0};
+    if (text == NULL)
+        return 0;
+    int parsed = store_mailbox_rules_parse((const char *)text, len, (size_t)n, &rules);
+    if (parsed != 0)
+        return parsed == -2 ? -1 : 0;
+    int hidden = 0;
+    for (uint32_t i = 0; i < (uint32_t)n && !hidden; i++) {
+        uint32_t slot = mailbox_rule_slot_at(items, i);
+        hidden = !mailbox_done_bit(done, i) && slot < rules.n_slots &&
+                 rules.slots[slot].expires_at <= now;
+    }
+    store_mailbox_rules_free(&rules);
+    return hidden;
+}
+
+/* The next waiting row of publish_id that hides from the sweep
+ * (row_hidden): its first_seq and recipient. 1, 0 when none, -1. */
+static int hidden_row_find(store_t *store, int64_t publish_id, int64_t now, int64_t *first_seq,
+                           char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1])
+{
+    sqlite3_stmt *stmt = store_mailbox_stmt(store, MB_PUBLISH_ROWS);
+    if (stmt == NULL)
+        return -1;
+    if (store_bind_int64(store, stmt, 1, publish_id) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    int rc = SQLITE_DONE, found = 0;
+    while (found == 0 && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *to = store_column_text(stmt, REF_RECIPIENT);
+        if (to == NULL || strlen(to) > SCHAKEL_MAX_PRINCIPAL_LEN)
+            continue; /* the sweep sets such a row aside when it is due */
+        found = row_hidden(store, stmt, now);
+        if (found == 1) {
+            *first_seq = sqlite3_column_int64(stmt, REF_FIRST_SEQ);
+            strcpy(recipient, to);
+        } else if (found < 0) {
+            store_refuse(store, "expire: items", "out of memory");
+        }
+    }
+    if (found == 0 && rc != SQLITE_DONE) {
+        store_fail(store, "expire: items");
+        found = -1;
+    }
+    store_stmt_finish(stmt);
+    return found;
+}
+
+/* Set aside every waiting row of publish_id that hides from the sweep: an
+ * item of it is due and still held, so the sweep would keep it, and the
+ * row, past every retention. Each set aside is counted for the caller's
+ * entries (store_mailbox_expire_set_aside); its set-aside retention then
+ * bounds it. 0 or -1. */
+static int hidden_rows_set_aside(store_t *store, int64_t publish_id, int64_t now)
+{
+    int64_t first_seq = 0;
+    char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    int found;
+    while ((found = hidden_row_find(store, publish_id, now, &first_seq, recipient)) == 1) {
+        store_mailbox_aside_t aside;
+        int rc = store_mailbox_row_set_aside(store, recipient, (uint64_t)first_seq, now, &aside);
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            break; /* read as sound after all (the scan is the judge): kept */
+        store_mailbox_expire_aside_count(store);
+    }
+    return found < 0 ? -1 : 0;
+}
+
 /* Columns of MB_EXPIRE_ITEM_NEXT. */
 enum { EI_SEQ, EI_PUBLISH_ID, EI_ITEM_INDEX, EI_EXPIRES_AT };
 
@@ -675,7 +777,7 @@ int store_mailbox_row_expire_items(store_t *store, int64_t now, size_t limit)
         return -1;
     }
     refs->publish_id = 0;
-    int64_t at_expiry = INT64_MIN, at_seq = 0;
+    int64_t at_expiry = INT64_MIN, at_seq = 0, hidden_checked = 0;
     int removed = 0, result = 0;
     for (size_t looked = 0; looked < limit && result == 0; looked++) {
         sqlite3_stmt *next = store_mailbox_stmt(store, MB_EXPIRE_ITEM_NEXT);
@@ -706,6 +808,11 @@ int store_mailbox_row_expire_items(store_t *store, int64_t now, size_t limit)
         } else if (!refs_has(refs, index)) {
             result = expire_item_remove(store, at_seq);
             removed += result == 0;
+        } else if (hidden_checked != publish_id) {
+            /* due and still held: by a row the sweep has not reached yet,
+             * or by one whose expires_at hides it from the sweep */
+            hidden_checked = publish_id;
+            result = hidden_rows_set_aside(store, publish_id, now);
         }
     }
     free(refs);

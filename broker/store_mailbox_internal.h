@@ -94,6 +94,11 @@ void store_mailbox_unmark(store_t *store, int64_t first_seq);
  * recipient's rows, or of every row when recipient is NULL. */
 int64_t store_mailbox_marked_count(store_t *store, const char *recipient);
 
+/* Count one row set aside by this step of the expiry sweep (outside
+ * store_mailbox_row_expire: the items' step), for the caller's entries
+ * (store_mailbox_expire_set_aside). */
+void store_mailbox_expire_aside_count(store_t *store);
+
 /* ------------------------------------------------------------------ store_mailbox_row.c */
 
 /* The rule lines of rules[0 .. n_rules) as the rules column holds them,

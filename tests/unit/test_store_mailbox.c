@@ -836,6 +836,93 @@ static void test_hints(void **state)
     assert_int_equal(store_mailbox_row_scan(f->store, POLITIE, 0, 100, &have, collect, &s), -1);
 }
 
+/* One step of the sweep visits at most `limit` rows, those it only
+ * rewrites included: a row whose expires_at is due while none of its
+ * pending deliveries is (its earliest delivery was acked, not expired: an
+ * ack does not rewrite expires_at) gets its next expiry written, and a
+ * backlog of them takes a step per `limit` rows, not one turn for all;
+ * store_mailbox_expire_more says more may be due. */
+static void test_sweep_bounded_by_rows_rewritten(void **state)
+{
+    fixture_t *f = *state;
+    enum { ROWS = 40 };
+    int64_t firsts[ROWS];
+    static const size_t items[2] = {0, 1};
+    static const uint32_t slots[2] = {0, 1}; /* due at NOW + DAY, NOW + 30 days */
+    assert_int_equal(store_begin(f->store), 0);
+    for (int k = 0; k < ROWS; k++) {
+        mailbox_published_t p;
+        store_mailbox_entry_t e[2];
+        mailbox_fixture_publish(f->store, (uint8_t)(k + 1), 2, &p);
+        firsts[k] = store_delivery_seqs_reserve(f->store, 2);
+        store_mailbox_row_t r =
+            mailbox_fixture_row_of(&p, POLITIE, (uint64_t)firsts[k], items, slots, 2, e);
+        if (store_mailbox_row_add(f->store, &r) != 0)
+            fail_msg("row add: %s", store_errmsg(f->store));
+    }
+    assert_int_equal(store_commit(f->store), 0);
+    /* the recipient acks the short rule's delivery of each row */
+    assert_int_equal(store_begin(f->store), 0);
+    for (int k = 0; k < ROWS; k++)
+        assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, (uint64_t)firsts[k]), 1);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(
+        mailbox_fixture_raw_intf(f->path, "SELECT count(*) FROM mailbox WHERE expires_at = %lld",
+                                 (long long)(NOW + DAY)),
+        ROWS);
+    /* one step of limit 1 at the short rule's expiry: nothing expires */
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_expire(f->store, NOW + DAY, 1, NULL, NULL), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    int64_t rewritten =
+        mailbox_fixture_raw_intf(f->path, "SELECT count(*) FROM mailbox WHERE expires_at = %lld",
+                                 (long long)(NOW + 30 * DAY));
+    assert_int_equal(rewritten, 1);
+    assert_true(store_mailbox_expire_more(f->store));
+    /* the following steps take the rest, one row each */
+    for (int k = 1; k < ROWS; k++) {
+        assert_int_equal(store_begin(f->store), 0);
+        assert_int_equal(store_mailbox_row_expire(f->store, NOW + DAY, 1, NULL, NULL), 0);
+        assert_int_equal(store_commit(f->store), 0);
+    }
+    assert_int_equal(
+        mailbox_fixture_raw_intf(f->path, "SELECT count(*) FROM mailbox WHERE expires_at = %lld",
+                                 (long long)(NOW + 30 * DAY)),
+        ROWS);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_expire(f->store, NOW + DAY, 1, NULL, NULL), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_false(store_mailbox_expire_more(f->store));
+}
+
+/* An expires_at raised past the row's pending deliveries' own hides the
+ * row from the sweep, which finds due rows by that column; a row the push
+ * never reads again (its recipient does not connect, or its deliveries
+ * went out and are not acked) is found by its items instead: an item due
+ * that a row's delivery still holds, itself due by its rule line, is
+ * damage, and the row is set aside, its retention bounded. */
+static void test_raised_expiry_hides_an_unread_row(void **state)
+{
+    fixture_t *f = *state;
+    mailbox_published_t p;
+    (void)mailbox_fixture_two_rows(f, &p);
+    mailbox_fixture_raw_execf(f->path,
+                              "UPDATE mailbox SET expires_at = %lld WHERE recipient = '" ZORG "'",
+                              (long long)(NOW + 3650 * DAY));
+    assert_int_equal(store_begin(f->store), 0);
+    int removed = store_expire(f->store, NOW + 31 * DAY, SCHAKEL_EXPIRY_BATCH, NULL, NULL);
+    assert_true(removed >= 0);
+    assert_int_equal(store_commit(f->store), 0);
+    int64_t waiting = mailbox_fixture_raw_int(
+        f->path, "SELECT count(*) FROM mailbox WHERE recipient = '" ZORG "'");
+    int64_t items = mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM items");
+    assert_int_equal(waiting, 0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"
+                                                      " WHERE recipient = '" ZORG "'"),
+                     1);
+    (void)items;
+}
+
 int main(void)
 {
     if (mailbox_fixture_init() != 0)
@@ -863,6 +950,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tampered_row_fails_to_open, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_hints, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_sweep_bounded_by_rows_rewritten, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_raised_expiry_hides_an_unread_row, setup,
+                                        store_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -669,11 +669,68 @@ static void test_expire_cases(void **state)
     assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM cases"), 0);
 }
 
+/* A case's row that cannot be re-sealed at the close still gets the
+ * close's expiry in its rule lines, not only in expires_at: the sweep
+ * reads the rule lines, and would otherwise write the case's open expiry
+ * back and keep the row, its case, item and publish for ever while the
+ * member does not connect. */
+static void test_unresealed_case_row_outlives_the_close(void **state)
+{
+    static const store_mailbox_rule_t member_rule = {
+        "casus-lid", "cc33", "Casusoverleg", "Convenant RIEC", STORE_CASE_OPEN_EXPIRY, 0};
+    fixture_t *f = *state;
+    char case_id[SCHAKEL_CASE_ID_LEN + 1];
+    mailbox_published_t p;
+    static const char body[] = "event zorg";
+    static const size_t items[1] = {0};
+    static const uint32_t slots[1] = {0};
+    store_mailbox_entry_t e[1];
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_case_create(f->store, "ondermijning", "politie", NULL, NOW, case_id), 0);
+    mailbox_fixture_publish(f->store, 1, 1, &p);
+    int64_t first = store_delivery_seqs_reserve(f->store, 1);
+    store_mailbox_row_t r = mailbox_fixture_row_of(&p, ZORG, (uint64_t)first, items, slots, 1, e);
+    r.rules = &member_rule;
+    r.n_rules = 1;
+    r.case_id = case_id;
+    r.is_case_event = 1;
+    r.body = (const uint8_t *)body;
+    r.body_len = strlen(body);
+    if (store_mailbox_row_add(f->store, &r) != 0)
+        fail_msg("row add: %s", store_errmsg(f->store));
+    assert_int_equal(store_commit(f->store), 0);
+    /* the row's body rots; the case closes with 10 s of retention */
+    mailbox_fixture_raw_execf(f->path, "UPDATE mailbox SET body = x'00' WHERE first_seq = %" PRId64,
+                              first);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_case_set_expiry(f->store, case_id, NOW + 10), 1);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(
+        mailbox_fixture_raw_intf(
+            f->path, "SELECT expires_at FROM mailbox WHERE first_seq = %" PRId64, first),
+        NOW + 10);
+    /* the sweep after the case's retention */
+    assert_int_equal(store_begin(f->store), 0);
+    assert_true(store_expire(f->store, NOW + 11, SCHAKEL_EXPIRY_BATCH, NULL, NULL) >= 0);
+    assert_int_equal(store_commit(f->store), 0);
+    int64_t waiting = mailbox_fixture_raw_intf(
+        f->path, "SELECT count(*) FROM mailbox WHERE first_seq = %" PRId64, first);
+    int64_t until = mailbox_fixture_raw_intf(
+        f->path, "SELECT coalesce(max(expires_at), 0) FROM mailbox WHERE first_seq = %" PRId64,
+        first);
+    int64_t cases = mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM cases");
+    assert_int_equal(waiting, 0);
+    assert_int_equal(until, 0);
+    (void)cases;
+}
+
 int main(void)
 {
     if (mailbox_fixture_init() != 0)
         return 1;
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_unresealed_case_row_outlives_the_close, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_case_drop, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_case_drop_damaged, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_case_set_expiry, setup, store_fixture_teardown),
