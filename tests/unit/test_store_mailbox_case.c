@@ -674,7 +674,7 @@ static void test_expire_cases(void **state)
  * reads the rule lines, and would otherwise write the case's open expiry
  * back and keep the row, its case, item and publish for ever while the
  * member does not connect. */
-static void test_unresealed_case_row_outlives_the_close(void **state)
+static void test_unresealed_case_row_held_to_the_close(void **state)
 {
     static const store_mailbox_rule_t member_rule = {
         "casus-lid", "cc33", "Casusoverleg", "Convenant RIEC", STORE_CASE_OPEN_EXPIRY, 0};
@@ -729,7 +729,7 @@ int main(void)
     if (mailbox_fixture_init() != 0)
         return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_unresealed_case_row_outlives_the_close, setup,
+        cmocka_unit_test_setup_teardown(test_unresealed_case_row_held_to_the_close, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_case_drop, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_case_drop_damaged, setup, store_fixture_teardown),
