@@ -365,7 +365,8 @@ void deliver_expire(broker_t *b)
     for (size_t i = 0; i < batch.n; i++)
         if (record_expired(b, &batch.copies[i].view) != 0)
             return; /* the turn fails: these expiries are rolled back, tried again later */
-    /* A damaged row the sweep set aside instead: its entries in this turn. */
+    /* A damaged row the sweep set aside instead: its entries in this turn
+     * (record_set_aside_in_turn takes the rows the sweep listed). */
     if (store_mailbox_expire_set_aside(b->store) > 0 && record_set_aside_in_turn(b) != 0)
         return;
     /* A full batch, or a batch of rows only rewritten with their next
@@ -420,8 +421,9 @@ void deliver_set_aside(broker_t *b)
         /* The row goes whole: an entry for each of its deliveries not done.
          * One the push sent before it met the damage (a vouched one, or one
          * before a delivery whose item does not open) will never be acked
-         * (an ack of it is unknown now): its slot in the window is freed,
-         * as an expiry frees one. */
+         * (an ack of it is unknown now): its entry says sent=yes (the
+         * recipient may hold it), and its slot in the window is freed, as
+         * an expiry frees one. */
         receiver_t *r = sessions_receiver(b->sessions, v->recipient);
         for (uint64_t seq = row.first_seq; rc == 1 && seq <= row.last_seq; seq++) {
             store_set_aside_t x;
@@ -432,7 +434,7 @@ void deliver_set_aside(broker_t *b)
                 broker_fail_turn(b);
                 return;
             }
-            if (found == 1 && record_set_aside(b, &x) != 0)
+            if (found == 1 && record_set_aside(b, &x, deliver_sent(b, v->recipient, seq)) != 0)
                 return; /* the turn fails (recorded by record.c) */
             if (found == 1 && r != NULL && r->session != NULL && seq <= r->cursor &&
                 r->inflight > 0)

@@ -134,9 +134,10 @@ static int purge_scan_nothing(const store_delivery_t *d, void *arg)
  * (a scan from its first row stops at it) and set aside whole, its
  * deliveries recorded in this turn, so that it cannot hold up the purge;
  * a principal gone from the policy has no session whose push would set
- * it aside. 0 when one was set aside (the purge goes on next turn), -2
- * when recording it failed the turn, -1 when the failure was not such a
- * row (the caller says the first failure). */
+ * it aside. Each delivery's entry says what this run sent of it
+ * (deliver_sent), as the withdrawal's do. 0 when one was set aside (the purge goes on next turn),
+ * -2 when recording it failed the turn, -1 when the failure was not such a row (the caller says the
+ * first failure). */
 static int purge_set_aside_damaged(broker_t *b, const char *recipient)
 {
     if (strstr(store_errmsg(b->store), "damaged row") == NULL)
@@ -149,7 +150,9 @@ static int purge_set_aside_damaged(broker_t *b, const char *recipient)
     if (store_mailbox_row_set_aside(b->store, recipient, store_scan_unreadable(b->store), b->now_s,
                                     &aside) != 1)
         return -1;
-    return record_set_aside_in_turn(b) == 0 ? 0 : -2;
+    /* its entries from the row set aside, as the push writes them: the
+     * trail may name its seqs already (a row put back and damaged again) */
+    return record_set_aside_seqs(b, aside.first_seq, aside.last_seq) == 0 ? 0 : -2;
 }
 
 /* The store refused a step of the withdrawal: a damaged row is set aside

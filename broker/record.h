@@ -114,10 +114,11 @@ int record_acked_in_turn(const struct broker *b, const char *recipient, uint64_t
 /* A delivery's retention ended: its body is gone, a tombstone stays. */
 int record_expired(struct broker *b, const store_expired_t *expired);
 
-/* What the broker knows, as it withdraws a delivery, of whether it was
- * ever pushed: only this run's pushes are known (a receiver's highest
- * seq sent, in memory), so one that waited since before the start is
- * unknown unless this run sent it. A zeroed value claims nothing. */
+/* What the broker knows, as it withdraws or sets aside a delivery, of
+ * whether it was ever pushed: only this run's pushes are known (a
+ * receiver's highest seq sent, in memory), so one that waited since
+ * before the start is unknown unless this run sent it. A zeroed value
+ * claims nothing. */
 typedef enum record_sent {
     RECORD_SENT_UNKNOWN = 0, /* waiting since before the start: an earlier run may have sent it */
     RECORD_SENT_NO,          /* queued since the start, and this run never sent it */
@@ -138,24 +139,36 @@ int record_withdrawn(struct broker *b, const store_expired_t *withdrawn, const c
 
 /* A waiting delivery was set aside (store_delivery_set_aside): a
  * "delivery.set_aside" entry (recipient, item and delivery seq, rule id
- * and hash, reason) in the turn's transaction, the counter
- * schakel_deliveries_set_aside_total (set back if the turn rolls back)
- * and a log line at error level once the turn commits
- * (record_turn_settle): said once however often a turn fails. 0, or -1
- * with the turn failed. */
-int record_set_aside(struct broker *b, const store_set_aside_t *set_aside);
+ * and hash, reason; detail sent=yes|no|unknown as `sent` says, as a
+ * revocation's: the recipient may hold one sent and never acked) in the
+ * turn's transaction, the counter schakel_deliveries_set_aside_total (set
+ * back if the turn rolls back) and a log line at error level once the
+ * turn commits (record_turn_settle): said once however often a turn
+ * fails. 0, or -1 with the turn failed. */
+int record_set_aside(struct broker *b, const store_set_aside_t *set_aside, record_sent_t sent);
 
 /* The rows set aside that the trail does not name yet (the schema-9
  * migration's, of this start or of an earlier opening that could not
  * record them: store_set_aside_unrecorded), each recorded as
- * record_set_aside does, committed a batch at a time. 0, or -1 (logged,
- * rolled back: those left are found again at the next start). */
+ * record_set_aside does (sent=unknown: they waited since before the
+ * start), committed a batch at a time. 0, or -1 (logged, rolled back:
+ * those left are found again at the next start). */
 int record_set_aside_unrecorded(struct broker *b);
 
-/* The same inside the open turn, uncommitted: the rows an expiry set
- * aside because it could not read them (store_mailbox_expire_set_aside),
- * each delivery of them recorded as record_set_aside does. 0, or -1 with
- * the turn failed (logged). */
+/* Each delivery of the set-aside row from first_seq to last_seq that was
+ * not done (store_mailbox_row_set_aside_get) recorded as record_set_aside
+ * does, inside the open turn, sent as deliver_sent says of the recipient
+ * its row names (unknown when that does not read). Every set-aside is
+ * recorded so, a row set aside again after an operator put it back
+ * included: the trail then names its seqs twice. 0, or -1 with the turn
+ * failed (logged). */
+int record_set_aside_seqs(struct broker *b, uint64_t first_seq, uint64_t last_seq);
+
+/* The same for the rows a store call of this turn set aside on its own,
+ * because it could not read them (an expiry: store_mailbox_row_expire; a
+ * case's drop), taken from the store's list of them
+ * (store_mailbox_row_set_aside_take). 0, or -1 with the turn failed
+ * (logged). */
 int record_set_aside_in_turn(struct broker *b);
 
 /* The same offline (schakeld --rekey, --restored: no broker, no counter),

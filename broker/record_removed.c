@@ -14,6 +14,7 @@
 #include "log.h"
 #include "record.h"
 #include "record_internal.h"
+#include "store_mailbox.h"
 
 /* The reason of a delivery.expired entry: none for a plain expiry. */
 static const char *record_expired_reason(const store_expired_t *x)
@@ -62,13 +63,17 @@ int record_revoked(broker_t *b, const store_expired_t *x, record_sent_t sent)
     return record_withdrawn(b, x, "the policy in force no longer allows it", sent);
 }
 
+/* What a revocation's or a set-aside's detail says of sent (sent=...). */
+static const char *record_sent_text(record_sent_t sent)
+{
+    return sent == RECORD_SENT_YES ? "yes" : sent == RECORD_SENT_NO ? "no" : "unknown";
+}
+
 int record_withdrawn(broker_t *b, const store_expired_t *x, const char *why, record_sent_t sent)
 {
     char seq_s[24];
     store_audit_entry_t e;
-    const char *sent_text = sent == RECORD_SENT_YES  ? "yes"
-                            : sent == RECORD_SENT_NO ? "no"
-                                                     : "unknown";
+    const char *sent_text = record_sent_text(sent);
     char detail[24];
     snprintf(detail, sizeof detail, "sent=%s", sent_text);
     snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)x->seq);
@@ -91,7 +96,8 @@ int record_withdrawn(broker_t *b, const store_expired_t *x, const char *why, rec
  * damage itself. The entry points into them. */
 typedef struct set_aside_texts {
     char seq[24], recipient[2 * SCHAKEL_MAX_PRINCIPAL_LEN], rule_id[2 * SCHAKEL_MAX_ID_LEN],
-        rule_hash[160], reason[2 * STORE_SET_ASIDE_REASON_LEN];
+        rule_hash[160], reason[2 * STORE_SET_ASIDE_REASON_LEN], detail[24];
+    const char *sent; /* static: record_sent_text */
 } set_aside_texts_t;
 
 /* A delivery set aside is said once, at error level: an operator has
@@ -99,13 +105,17 @@ typedef struct set_aside_texts {
 static void set_aside_say(const set_aside_texts_t *t)
 {
     log_event(LOG_ERROR, "delivery.set_aside", "recipient", t->recipient, "seq", t->seq, "rule",
-              t->rule_id, "reason", t->reason, NULL);
+              t->rule_id, "sent", t->sent, "reason", t->reason, NULL);
 }
 
-/* The entry of a delivery set aside, and its texts. */
-static void set_aside_entry(const store_set_aside_t *x, set_aside_texts_t *t,
+/* The entry of a delivery set aside, and its texts: its detail says
+ * whether this run had sent it (sent=yes|no|unknown, as a revocation's
+ * does). */
+static void set_aside_entry(const store_set_aside_t *x, record_sent_t sent, set_aside_texts_t *t,
                             store_audit_entry_t *e)
 {
+    t->sent = record_sent_text(sent);
+    snprintf(t->detail, sizeof t->detail, "sent=%s", t->sent);
     snprintf(t->seq, sizeof t->seq, "%llu", (unsigned long long)x->row.view.seq);
     record_clean(x->row.view.recipient, t->recipient, sizeof t->recipient);
     record_clean(x->row.view.rule_id, t->rule_id, sizeof t->rule_id);
@@ -118,6 +128,7 @@ static void set_aside_entry(const store_set_aside_t *x, set_aside_texts_t *t,
     audit_set_text(e, STORE_AUDIT_RULE_ID, t->rule_id);
     audit_set_text(e, STORE_AUDIT_RULE_HASH, t->rule_hash);
     audit_set_text(e, STORE_AUDIT_REASON, t->reason);
+    audit_set_text(e, STORE_AUDIT_DETAIL, t->detail);
 }
 
 /* Said when the turn commits (record_turn_settle), not before: a turn
@@ -149,11 +160,11 @@ void record_set_aside_settle(broker_t *b, int committed)
     b->acks->n_said = 0;
 }
 
-int record_set_aside(broker_t *b, const store_set_aside_t *x)
+int record_set_aside(broker_t *b, const store_set_aside_t *x, record_sent_t sent)
 {
     set_aside_texts_t t;
     store_audit_entry_t e;
-    set_aside_entry(x, &t, &e);
+    set_aside_entry(x, sent, &t, &e);
     if (record_append(b, &e) != 0)
         return -1;
     b->stats.set_aside++;
@@ -178,7 +189,7 @@ static int record_unrecorded_batch(broker_t *b, uint64_t *after)
         int found = store_set_aside_get(b->store, seqs[i], &x);
         if (found < 0)
             return -1;
-        if (found == 1 && record_set_aside(b, &x) != 0)
+        if (found == 1 && record_set_aside(b, &x, RECORD_SENT_UNKNOWN) != 0)
             return -2;
     }
     if (n > 0)
@@ -206,17 +217,51 @@ int record_set_aside_unrecorded(broker_t *b)
     return -1;
 }
 
+/* What this run knows of whether set-aside delivery x was sent, as a
+ * revocation's entry says it (deliver_sent) of the recipient its row
+ * names; a recipient that does not read names no receiver: unknown. */
+static record_sent_t record_set_aside_sent(const broker_t *b, const store_set_aside_t *x)
+{
+    if (x->row.view.recipient == NULL || x->row.view.recipient[0] == 0)
+        return RECORD_SENT_UNKNOWN;
+    return deliver_sent(b, x->row.view.recipient, x->row.view.seq);
+}
+
+int record_set_aside_seqs(broker_t *b, uint64_t first_seq, uint64_t last_seq)
+{
+    for (uint64_t seq = first_seq; seq >= first_seq && seq <= last_seq; seq++) {
+        store_set_aside_t x;
+        int found = store_set_aside_get(b->store, seq, &x);
+        if (found < 0) {
+            record_write_failed(b, "audit.write_failed", "delivery.set_aside",
+                                store_errmsg(b->store));
+            broker_fail_turn(b);
+            return -1;
+        }
+        if (found == 1 && record_set_aside(b, &x, record_set_aside_sent(b, &x)) != 0)
+            return -1; /* the turn fails (recorded by record_append) */
+    }
+    return 0;
+}
+
+/* Each row a store call of this turn set aside on its own is taken from
+ * the store's list (store_mailbox_row_set_aside_take), not found on the
+ * trail as one no entry names: a row put back by an operator and set
+ * aside again has its seqs named by the entries of its first set-aside,
+ * and this one is another event, with its own entries. */
 int record_set_aside_in_turn(broker_t *b)
 {
-    uint64_t after = 0;
-    int n;
-    while ((n = record_unrecorded_batch(b, &after)) > 0)
-        ;
-    if (n == -1) {
+    store_mailbox_aside_t row;
+    int taken;
+    while ((taken = store_mailbox_row_set_aside_take(b->store, &row)) == 1)
+        if (record_set_aside_seqs(b, row.first_seq, row.last_seq) != 0)
+            return -1;
+    if (taken < 0) {
         record_write_failed(b, "audit.write_failed", "delivery.set_aside", store_errmsg(b->store));
         broker_fail_turn(b);
+        return -1;
     }
-    return n == 0 ? 0 : -1; /* -2: the turn fails (recorded by record_append) */
+    return 0;
 }
 
 int64_t record_set_aside_offline(store_t *store, const keypair_t *key, int64_t now)
@@ -234,7 +279,7 @@ int64_t record_set_aside_offline(store_t *store, const keypair_t *key, int64_t n
                 return -1;
             if (found == 0)
                 continue;
-            set_aside_entry(&x, &t, &e);
+            set_aside_entry(&x, RECORD_SENT_UNKNOWN, &t, &e); /* no broker: no push known */
             if (audit_append(store, key, now, &e) != 0)
                 return -1;
             set_aside_say(&t); /* an offline command's own output: said at once */

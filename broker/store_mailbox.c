@@ -297,6 +297,11 @@ struct store_mailbox {
     uint64_t marks_serial; /* the transaction they were made in */
     size_t aside_by_expiry; /* rows the last store_mailbox_row_expire set aside */
     int expire_more;        /* it stopped at its bound of rows with rows still due */
+    /* The rows store calls of this transaction set aside on their own, by
+     * first_seq (store_mailbox_aside_list), the first n_taken taken. */
+    int64_t *listed;
+    size_t n_listed, cap_listed, n_taken;
+    uint64_t listed_serial; /* the transaction they were set aside in */
 };
 
 static struct store_mailbox *mailbox_of(store_t *store)
@@ -331,8 +336,51 @@ void store_mailbox_free(store_t *store)
     for (int i = 0; i < MB_STMT_COUNT; i++)
         (void)sqlite3_finalize(m->stmt[i]);
     free(m->marks);
+    free(m->listed);
     free(m);
     store->mailbox = NULL;
+}
+
+/* ------------------------------------------------------------------ rows set aside, listed */
+
+/* This transaction's list; an older one (its transaction committed or
+ * rolled back: taken or gone with it) is dropped first. */
+static struct store_mailbox *listed_current(store_t *store)
+{
+    struct store_mailbox *m = store->mailbox;
+    if (m != NULL && m->n_listed > 0 &&
+        (m->listed_serial != store->txn_serial || !store->txn_open ||
+         sqlite3_get_autocommit(store->db)))
+        m->n_listed = m->n_taken = 0;
+    return m;
+}
+
+int store_mailbox_aside_list(store_t *store, int64_t first_seq)
+{
+    struct store_mailbox *m = listed_current(store);
+    if (m == NULL && (m = mailbox_of(store)) == NULL)
+        return -1;
+    if (m->n_listed == m->cap_listed) {
+        size_t cap = m->cap_listed == 0 ? 8 : 2 * m->cap_listed;
+        int64_t *grown = realloc(m->listed, cap * sizeof *grown);
+        if (grown == NULL) {
+            store_refuse(store, "mailbox_row_set_aside", "out of memory");
+            return -1;
+        }
+        m->listed = grown;
+        m->cap_listed = cap;
+    }
+    m->listed_serial = store->txn_serial;
+    m->listed[m->n_listed++] = first_seq;
+    return 0;
+}
+
+int64_t store_mailbox_aside_next(store_t *store)
+{
+    struct store_mailbox *m = listed_current(store);
+    if (m == NULL || m->n_taken == m->n_listed)
+        return 0;
+    return m->listed[m->n_taken++];
 }
 
 /* ------------------------------------------------------------------ marks */
@@ -745,14 +793,17 @@ static int expire_set_aside(store_t *store, const char *recipient, int64_t first
     char why[sizeof store->errmsg];
     snprintf(why, sizeof why, "%s", store->errmsg);
     if (recipient[0] == 0) { /* not found again by recipient: moved by its rowid */
-        if (store_mailbox_row_set_aside_unread(store, first_seq, now, why) != 0)
+        if (store_mailbox_row_set_aside_unread(store, first_seq, now, why) != 0 ||
+            store_mailbox_aside_list(store, first_seq) != 0)
             return -1;
         store->mailbox->aside_by_expiry++;
         return 0;
     }
     store_mailbox_aside_t aside;
     int rc = store_mailbox_row_set_aside(store, recipient, (uint64_t)first_seq, now, &aside);
-    if (rc == 1) {
+    if (rc == 1) { /* listed for the caller's entries */
+        if (store_mailbox_aside_list(store, (int64_t)aside.first_seq) != 0)
+            return -1;
         store->mailbox->aside_by_expiry++;
         return 0;
     }

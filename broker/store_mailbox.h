@@ -144,9 +144,9 @@ int store_mailbox_row_expire(store_t *store, int64_t now, size_t limit, store_ex
                              void *arg);
 
 /* The rows the last store_mailbox_row_expire set aside because it could
- * not read them (damage): their deliveries are then named by no
- * "delivery.set_aside" entry yet (store_set_aside_unrecorded finds them),
- * which the caller writes in the same transaction. */
+ * not read them (damage): each is listed for
+ * store_mailbox_row_set_aside_take, and the caller writes their
+ * deliveries' "delivery.set_aside" entries in the same transaction. */
 size_t store_mailbox_expire_set_aside(const store_t *store);
 
 /* 1 when the last store_mailbox_row_expire stopped at its bound of rows
@@ -306,6 +306,20 @@ int store_mailbox_row_set_aside_unread(store_t *store, int64_t first_seq, int64_
  * delivery_seq index. */
 int store_mailbox_row_set_aside_unrecorded(store_t *store, uint64_t after, uint64_t *seqs,
                                            size_t max);
+
+/* The next row a store call of this transaction set aside on its own
+ * (store_mailbox_row_expire, a case's drop: store_mailbox_row_case_drop_at),
+ * oldest first, each once: its span in out->first_seq and out->last_seq
+ * (the seqs its n names, as store_mailbox_row_set_aside_get reads them;
+ * n_set_aside and reason are left empty): 1, 0 when none is left, -1 on
+ * error. Those of a transaction rolled back are gone with it. The caller
+ * records each delivery of it that is not done: every set-aside has its
+ * entries, also a row put back by an operator and set aside again, whose
+ * seqs the trail names already (store_set_aside_unrecorded would not find
+ * them). store_mailbox_row_set_aside's own caller has the row in its out:
+ * it is not listed.
+ * Cost: one rowid descent per row. */
+int store_mailbox_row_set_aside_take(store_t *store, store_mailbox_aside_t *out);
 
 /* store_set_aside_get over mailbox_set_aside: delivery seq of a set-aside
  * row, copied into *out (recipient, item seq, rule id and hash from its

@@ -367,6 +367,53 @@ int store_mailbox_row_set_aside_get(store_t *store, uint64_t seq, store_set_asid
     return aside_get(store, (int64_t)seq, out);
 }
 
+/* The span of the set-aside row starting at first_seq into *out: 1; 0
+ * when no such row is there (gone since) or it names no seq; -1. */
+static int aside_span_at(store_t *store, int64_t first_seq, store_mailbox_aside_t *out)
+{
+    sqlite3_stmt *row = store_mailbox_stmt(store, MB_ASIDE_ROW);
+    if (row == NULL)
+        return -1;
+    if (store_bind_int64(store, row, 1, first_seq) != 0) {
+        store_stmt_finish(row);
+        return -1;
+    }
+    int rc = sqlite3_step(row), result = 0;
+    if (rc == SQLITE_ROW) {
+        aside_span_t s;
+        aside_span_read(row, &s);
+        if (s.first_seq == first_seq && s.n > 0) {
+            *out = (store_mailbox_aside_t){
+                .first_seq = (uint64_t)s.first_seq,
+                .last_seq = (uint64_t)s.first_seq + s.n - 1,
+            };
+            result = 1;
+        }
+    } else if (rc != SQLITE_DONE) {
+        store_fail(store, "mailbox_row_set_aside_take");
+        result = -1;
+    }
+    store_stmt_finish(row);
+    return result;
+}
+
+int store_mailbox_row_set_aside_take(store_t *store, store_mailbox_aside_t *out)
+{
+    if (store_enter(store, "mailbox_row_set_aside_take") != 0)
+        return -1;
+    if (out == NULL) {
+        store_refuse(store, "mailbox_row_set_aside_take", "out is required");
+        return -1;
+    }
+    int64_t first_seq;
+    while ((first_seq = store_mailbox_aside_next(store)) > 0) {
+        int found = aside_span_at(store, first_seq, out);
+        if (found != 0)
+            return found;
+    }
+    return 0;
+}
+
 /* 1 when a "delivery.set_aside" entry names seq, 0 when none does, -1. */
 static int aside_recorded(store_t *store, int64_t seq)
 {

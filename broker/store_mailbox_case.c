@@ -116,8 +116,8 @@ static int drop_row(store_t *store, sqlite3_stmt *rows, int64_t now, store_expir
 }
 
 /* Set the rows the walk could not read aside whole (store_mailbox_aside.c),
- * their deliveries named by no entry yet (store_set_aside_unrecorded finds
- * them: the caller records them). 0 or -1. */
+ * each listed for the caller, which records their deliveries
+ * (store_mailbox_row_set_aside_take). 0 or -1. */
 static int drop_set_aside(store_t *store, const drop_damaged_t *damaged, int64_t now)
 {
     for (size_t k = 0; k < damaged->n; k++) {
@@ -135,6 +135,8 @@ static int drop_set_aside(store_t *store, const drop_damaged_t *damaged, int64_t
             store_refuse(store, "case_drop_deliveries", damaged->why[k]);
             return -1;
         }
+        if (store_mailbox_aside_list(store, damaged->first_seq[k]) != 0)
+            return -1;
     }
     return 0;
 }
@@ -722,6 +724,8 @@ static int hidden_rows_set_aside(store_t *store, int64_t publish_id, int64_t now
             return -1;
         if (rc == 0)
             break; /* read as sound after all (the scan is the judge): kept */
+        if (store_mailbox_aside_list(store, (int64_t)aside.first_seq) != 0)
+            return -1;
         store_mailbox_expire_aside_count(store);
     }
     return found < 0 ? -1 : 0;

@@ -89,6 +89,17 @@ const uint8_t *store_mailbox_marked(store_t *store, int64_t first_seq);
  * gave (a set-aside): the flush then leaves the row alone. The counts keep
  * the changes the mark made; nothing when the row has no mark. */
 void store_mailbox_unmark(store_t *store, int64_t first_seq);
+/* Row first_seq, just set aside by a store call on its own (an expiry's
+ * sweep, a case's drop: its caller never saw it), listed for the caller's
+ * trail entries (store_mailbox_row_set_aside_take). The list is this
+ * transaction's: a commit or a rollback ends it. 0, or -1 (out of memory,
+ * refused). */
+int store_mailbox_aside_list(store_t *store, int64_t first_seq);
+
+/* The first_seq of the oldest row listed in this transaction and not
+ * taken yet, now taken; 0 when there is none. */
+int64_t store_mailbox_aside_next(store_t *store);
+
 /* The deliveries this transaction's marks set done and the rows' pending
  * columns still count (the marks are written at the commit): of
  * recipient's rows, or of every row when recipient is NULL. */

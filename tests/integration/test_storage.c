@@ -2871,11 +2871,25 @@ static int64_t storage_set_aside_entries(const h_env_t *env, int64_t seq)
     return h_store_int(env, sql, NULL);
 }
 
+/* How many delivery.set_aside entries name delivery seq with detail
+ * `detail` (sent=yes, sent=no, sent=unknown). */
+static int64_t storage_set_aside_said(const h_env_t *env, int64_t seq, const char *detail)
+{
+    char sql[192];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM audit WHERE event = 'delivery.set_aside' AND delivery_seq = %lld"
+             " AND detail = ?1",
+             (long long)seq);
+    return h_store_int(env, sql, detail);
+}
+
 /* A row of three deliveries whose third item no longer opens: the push
  * sends the first two, stops at the third, and the row is set aside whole.
  * The two sent can never be acked now, so their slots in the recipient's
  * window are freed: with a window of three, the next two deliveries come
- * at once, unacked, not one of them only until the ack timeout (60 s). */
+ * at once, unacked, not one of them only until the ack timeout (60 s).
+ * The trail says the two were sent (the recipient may hold them), and
+ * that of the third, queued before this start, this run cannot know. */
 static void test_row_set_aside_after_deliveries_sent_frees_their_slots(void **state)
 {
     h_env_t *env = *state;
@@ -2916,6 +2930,60 @@ static void test_row_set_aside_after_deliveries_sent_frees_their_slots(void **st
     }
     schakel_close(&politie);
     schakel_close(&om);
+    assert_int_equal(storage_set_aside_said(env, first, "sent=yes"), 1);
+    assert_int_equal(storage_set_aside_said(env, first + 1, "sent=yes"), 1);
+    assert_int_equal(storage_set_aside_said(env, first + 2, "sent=unknown"), 1);
+    snprintf(line, sizeof line, "event=delivery.set_aside recipient=%s seq=%lld ", H_OM,
+             (long long)first);
+    if (h_await_log(env, offset, line, 0) != 0 || h_log_count(env, offset, " sent=yes ") != 2)
+        fail_msg("the set-aside lines do not say sent=yes of the two sent");
+    h_done(env);
+}
+
+/* A row queued in this run, of four deliveries, the first three of them
+ * sent (a window of three), then altered while the broker runs: the ack
+ * of the first makes room, the push meets the row again, now failing to
+ * open, and sets it aside whole. The trail tells what the recipient got:
+ * the two sent and not acked are set aside sent=yes, the fourth, never
+ * sent, sent=no; the one acked has no set-aside entry. */
+static void test_row_set_aside_in_this_run_says_what_was_sent(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *om = h_connect(env, H_OM);
+    assert_int_equal(schakel_subscribe(om, 3), SCHAKEL_OK);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t four[4] = {
+        h_police_signal("BVH-2024-12311"), h_police_signal("BVH-2024-12312"),
+        h_police_signal("BVH-2024-12313"), h_police_signal("BVH-2024-12314")};
+    assert_int_equal(schakel_publish(politie, NULL, four, 4, NULL, NULL, NULL, NULL, H_TIMEOUT_MS),
+                     SCHAKEL_OK);
+    schakel_close(&politie);
+    assert_int_equal(h_store_int(env, "SELECT n FROM mailbox WHERE recipient = ?1", H_OM), 4);
+    int64_t first = h_store_int(env, "SELECT first_seq FROM mailbox WHERE recipient = ?1", H_OM);
+    for (int64_t k = 0; k < 3; k++) { /* the window is full */
+        schakel_delivery_t *d = h_receive(om);
+        assert_int_equal(d->seq, (uint64_t)(first + k));
+        schakel_delivery_free(&d);
+    }
+    long offset = h_log_offset(env);
+    h_store_exec(env, STORAGE_ALTER_PURPOSE); /* the broker running */
+    assert_int_equal(schakel_ack(om, (uint64_t)first), SCHAKEL_OK);
+    char line[96];
+    snprintf(line, sizeof line, "event=delivery.set_aside recipient=%s seq=%lld ", H_OM,
+             (long long)first + 3);
+    if (h_await_log(env, offset, line, H_TIMEOUT_MS) != 0)
+        fail_msg("no \"%s\"", line);
+    assert_int_equal(h_backlog(om), 0); /* a turn after the set-aside's */
+    schakel_close(&om);
+    assert_int_equal(storage_set_aside_entries(env, first), 0); /* acked */
+    assert_int_equal(storage_set_aside_said(env, first + 1, "sent=yes"), 1);
+    assert_int_equal(storage_set_aside_said(env, first + 2, "sent=yes"), 1);
+    assert_int_equal(storage_set_aside_said(env, first + 3, "sent=no"), 1);
+    assert_int_equal(h_log_count(env, offset, "event=delivery.set_aside "), 3);
+    assert_int_equal(h_log_count(env, offset, " sent=yes "), 2);
+    assert_int_equal(h_log_count(env, offset, " sent=no "), 1);
+    assert_int_equal(h_broker_stop(env), 0);
+    store_verify_intact(env, " after the set-aside");
     h_done(env);
 }
 
@@ -2967,6 +3035,46 @@ static void test_damaged_row_due_is_set_aside_by_the_sweep(void **state)
     schakel_close(&politie);
     assert_int_equal(h_backlog_of(env, H_OM), 1);
     assert_int_equal(h_log_count(env, offset, "event=store.expire_failed"), 0);
+    h_done(env);
+}
+
+/* A row set aside by the push, put back from a backup as
+ * docs/OPERATIONS.md says, then damaged again (rule lines that do not
+ * read, due) is set aside a second time, by the expiry sweep: that
+ * set-aside is recorded too, a second delivery.set_aside entry naming the
+ * same seq (sent=unknown: it waited since before the start), before the
+ * set-aside row's expiry. */
+static void test_row_put_back_and_set_aside_again_is_recorded_again(void **state)
+{
+    h_env_t *env = *state;
+    char backup[160], line[96], sql[256], seq_text[24];
+    int64_t item_seq = 0;
+    snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
+    int64_t seq = storage_one_set_aside(env, backup, 0, &item_seq);
+    assert_int_equal(storage_set_aside_entries(env, seq), 1);
+    assert_int_equal(h_put_back(env, backup, seq, item_seq), 1);
+    h_store_exec(env, "UPDATE mailbox SET rules = 'no rule lines', expires_at = 1"
+                      " WHERE recipient = 'om/parket'");
+    long offset = h_log_offset(env);
+    h_broker_start(env);
+    snprintf(line, sizeof line, "event=delivery.expired recipient=%s seq=%lld ", H_OM,
+             (long long)seq);
+    if (h_await_log(env, offset, line, H_TIMEOUT_MS) != 0)
+        fail_msg("the row set aside again did not expire (\"%s\")", line);
+    assert_int_equal(h_broker_stop(env), 0);
+    snprintf(line, sizeof line, "event=delivery.set_aside recipient=%s seq=%lld ", H_OM,
+             (long long)seq);
+    assert_int_equal(h_log_count(env, offset, line), 1);
+    assert_int_equal(h_log_count(env, offset, "event=store.expire_failed "), 0);
+    assert_int_equal(storage_set_aside_entries(env, seq), 2);
+    assert_int_equal(storage_set_aside_said(env, seq, "sent=unknown"), 2);
+    snprintf(seq_text, sizeof seq_text, "%lld", (long long)seq);
+    snprintf(sql, sizeof sql,
+             "SELECT (SELECT max(seq) FROM audit WHERE event = 'delivery.set_aside'"
+             " AND delivery_seq = ?1 AND reason LIKE '%%damaged row%%')"
+             " < (SELECT seq FROM audit WHERE event = 'delivery.expired' AND delivery_seq = ?1)");
+    assert_int_equal(h_store_int(env, sql, seq_text), 1);
+    store_verify_intact(env, " after the second set-aside");
     h_done(env);
 }
 
@@ -4016,6 +4124,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_put_back_from_a_backup_without_the_row, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_put_back_after_it_expired, h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_row_set_aside_in_this_run_says_what_was_sent,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_row_put_back_and_set_aside_again_is_recorded_again,
+                                        h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_rekey_records_rows_set_aside_by_migration,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_restore_records_rows_set_aside_by_migration,

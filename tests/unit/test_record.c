@@ -32,6 +32,7 @@
 #include "policy.h"
 #include "record.h"
 #include "store.h"
+#include "store_mailbox.h"
 #include "storefile.h"
 
 /* ------------------------------------------------------------------ stand-ins */
@@ -73,6 +74,9 @@ static struct {
     size_t refuse_after;      /* ... once this many of them were taken */
     uint64_t unrecorded_from; /* store_set_aside_unrecorded: seqs from here ... */
     size_t n_unrecorded;      /* ... this many */
+    uint64_t taken_first[4], taken_last[4]; /* store_mailbox_row_set_aside_take's rows */
+    size_t n_taken, taken;                  /* ... how many, and how many were taken */
+    uint64_t sent_up_to;                    /* deliver_sent: yes up to this seq, no after it */
     int commit_fails;         /* store_commit fails (and rolls back) */
     int in_transaction;       /* audit_append began one (refused or not) */
     size_t recorded_late_logs, not_carried_logs, not_recorded_logs;
@@ -326,6 +330,27 @@ int store_set_aside_get(store_t *store, uint64_t seq, store_set_aside_t *out)
     out->row.view.rule_id = out->row.rule_id;
     out->row.view.rule_hash = out->row.rule_hash;
     return 1;
+}
+
+/* The rows a store call set aside on its own: trail.taken_first[i] to
+ * trail.taken_last[i], each taken once. */
+int store_mailbox_row_set_aside_take(store_t *store, store_mailbox_aside_t *out)
+{
+    assert_ptr_equal(store, (store_t *)&store_token);
+    if (trail.taken == trail.n_taken)
+        return 0;
+    *out = (store_mailbox_aside_t){.first_seq = trail.taken_first[trail.taken],
+                                   .last_seq = trail.taken_last[trail.taken]};
+    trail.taken++;
+    return 1;
+}
+
+/* This run sent om/parket's deliveries up to trail.sent_up_to. */
+record_sent_t deliver_sent(const broker_t *b, const char *recipient, uint64_t seq)
+{
+    (void)b;
+    assert_string_equal(recipient, "om/parket");
+    return seq <= trail.sent_up_to ? RECORD_SENT_YES : RECORD_SENT_NO;
 }
 
 int log_enabled(log_level_t level)
@@ -716,10 +741,11 @@ static void test_set_aside_entry(void **state)
     x.row.view.rule_id = x.row.rule_id;
     x.row.view.rule_hash = x.row.rule_hash;
     snprintf(x.reason, sizeof x.reason, "body of delivery 42 does not authenticate");
-    assert_int_equal(record_set_aside(b, &x), 0);
+    assert_int_equal(record_set_aside(b, &x, RECORD_SENT_YES), 0);
     assert_int_equal(trail.n_entries, 1);
     const kept_entry_t *k = &trail.entries[0];
     assert_string_equal(k->event, "delivery.set_aside");
+    assert_string_equal(k->detail, "sent=yes");
     assert_string_equal(k->recipient, "om/par?ket");
     assert_true(k->has_seq);
     assert_int_equal(k->seq, 42);
@@ -734,7 +760,8 @@ static void test_set_aside_entry(void **state)
     assert_int_equal(trail.set_aside_logs, 1); /* said once */
 
     /* recorded in a turn that fails for another reason: not said */
-    assert_int_equal(record_set_aside(b, &x), 0);
+    assert_int_equal(record_set_aside(b, &x, RECORD_SENT_NO), 0);
+    assert_string_equal(trail.entries[1].detail, "sent=no");
     broker_fail_turn(b);
     turn_end(b);
     assert_int_equal(trail.set_aside_logs, 1);
@@ -743,7 +770,7 @@ static void test_set_aside_entry(void **state)
 
     trail.refuse_event = "delivery.set_aside";
     trail.refuse_after = 2;
-    assert_int_equal(record_set_aside(b, &x), -1);
+    assert_int_equal(record_set_aside(b, &x, RECORD_SENT_UNKNOWN), -1);
     assert_true(b->turn_failed);
     assert_int_equal(b->stats.set_aside, 2);
     turn_end(b);
@@ -787,11 +814,48 @@ static void test_set_aside_unrecorded_at_start(void **state)
         for (size_t k = 0; k < trail.n_entries; k++) {
             assert_string_equal(trail.entries[k].event, "delivery.set_aside");
             assert_int_equal(trail.entries[k].seq, 1000 + (int64_t)k);
+            assert_string_equal(trail.entries[k].detail, "sent=unknown"); /* before the start */
         }
         assert_int_equal(trail.rollbacks, result < 0 ? 1 : 0);
         assert_int_equal(b->stats.set_aside, cases[i].entries);
         test_broker_free(&b);
     }
+    trail_reset();
+}
+
+/* The rows a store call of the turn set aside on its own (an expiry's, a
+ * case's drop) are recorded from the store's list, not from the trail: a
+ * seq the trail names already (a row put back and set aside again) gets
+ * its entry all the same. Each entry says whether this run sent it. */
+static void test_set_aside_in_turn_takes_the_listed_rows(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    trail.n_taken = 2;
+    trail.taken_first[0] = 40, trail.taken_last[0] = 42;
+    trail.taken_first[1] = 50, trail.taken_last[1] = 50;
+    trail.sent_up_to = 41;
+    trail.unrecorded_from = 40; /* what the trail would call unrecorded: nothing is read */
+    trail.n_unrecorded = 0;
+    assert_int_equal(record_set_aside_in_turn(b), 0);
+    static const struct {
+        int64_t seq;
+        const char *detail;
+    } want[] = {{40, "sent=yes"}, {41, "sent=yes"}, {42, "sent=no"}, {50, "sent=no"}};
+    assert_int_equal(trail.n_entries, 4);
+    for (size_t k = 0; k < 4; k++) {
+        assert_string_equal(trail.entries[k].event, "delivery.set_aside");
+        assert_int_equal(trail.entries[k].seq, want[k].seq);
+        assert_string_equal(trail.entries[k].detail, want[k].detail);
+    }
+    assert_int_equal(b->stats.set_aside, 4);
+    /* taken once: a second call in the turn writes nothing more */
+    assert_int_equal(record_set_aside_in_turn(b), 0);
+    assert_int_equal(trail.n_entries, 4);
+    turn_end(b);
+    assert_int_equal(trail.set_aside_logs, 4);
+    test_broker_free(&b);
     trail_reset();
 }
 
@@ -1534,6 +1598,7 @@ int main(void)
         cmocka_unit_test(test_immediate_commits_record_kept_acks_first),
         cmocka_unit_test(test_set_aside_entry),
         cmocka_unit_test(test_set_aside_unrecorded_at_start),
+        cmocka_unit_test(test_set_aside_in_turn_takes_the_listed_rows),
         cmocka_unit_test(test_one_queued_entry_per_item),
         cmocka_unit_test(test_queued_text_spells_every_field_and_number),
         cmocka_unit_test(test_interleaved_items_get_an_entry_per_run),
