@@ -912,6 +912,11 @@ static void test_raised_expiry_hides_an_unread_row(void **state)
     assert_int_equal(store_begin(f->store), 0);
     int removed = store_expire(f->store, NOW + 31 * DAY, SCHAKEL_EXPIRY_BATCH, NULL, NULL);
     assert_true(removed >= 0);
+    /* counted and listed for the caller's delivery.set_aside entries */
+    assert_int_equal(store_mailbox_expire_set_aside(f->store), 1);
+    store_mailbox_aside_t taken;
+    assert_int_equal(store_mailbox_row_set_aside_take(f->store, &taken), 1);
+    assert_int_equal(store_mailbox_row_set_aside_take(f->store, &taken), 0);
     assert_int_equal(store_commit(f->store), 0);
     int64_t waiting = mailbox_fixture_raw_int(
         f->path, "SELECT count(*) FROM mailbox WHERE recipient = '" ZORG "'");
