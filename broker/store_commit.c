@@ -96,6 +96,7 @@ static int commit_now(store_t *store)
         store_count_commit(store);
         store_bytes_commit(store);
         store_audit_committed(store);
+        store_mailbox_committed(store);
         return 0;
     }
     txn_counters_drop(store);

@@ -501,6 +501,9 @@ int store_set_aside_move(store_t *store, sqlite3_stmt *move, sqlite3_stmt *remov
  * _free at close, with the module's statements. */
 int store_mailbox_flush(store_t *store);
 void store_mailbox_drop(store_t *store);
+/* After a COMMIT succeeded: what the transaction moved that outlives it
+ * (the expiry sweeps' places, store_mailbox_sweep_at). */
+void store_mailbox_committed(store_t *store);
 void store_mailbox_free(store_t *store);
 
 /* ------------------------------------------------------------------ store_migrate.c */

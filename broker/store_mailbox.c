@@ -225,7 +225,8 @@ static const char *const mailbox_sql[MB_STMT_COUNT] = {
      * skipped this time. A case's members and item links cascade. */
     [MB_EXPIRE_PUBLISHES] =
         "DELETE FROM publishes WHERE id IN"
-        " (SELECT id FROM publishes WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)"
+        " (SELECT id FROM publishes WHERE expires_at <= ?1 AND (expires_at, id) > (?3, ?4)"
+        " ORDER BY expires_at, id LIMIT ?2)"
         " AND NOT EXISTS (SELECT 1 FROM items WHERE items.publish_id = publishes.id)"
         " AND NOT EXISTS (SELECT 1 FROM mailbox AS m WHERE m.publish_id = publishes.id)"
         /* + keeps the id's INTEGER affinity off the untyped column, which
@@ -233,10 +234,19 @@ static const char *const mailbox_sql[MB_STMT_COUNT] = {
         " AND NOT EXISTS (SELECT 1 FROM mailbox_set_aside AS s WHERE s.publish_id = +publishes.id)",
     [MB_EXPIRE_CASES] =
         "DELETE FROM cases WHERE num IN"
-        " (SELECT num FROM cases WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)"
+        " (SELECT num FROM cases WHERE expires_at <= ?1 AND (expires_at, num) > (?3, ?4)"
+        " ORDER BY expires_at, num LIMIT ?2)"
         " AND NOT EXISTS (SELECT 1 FROM case_events WHERE case_events.case_id = cases.case_id)"
         " AND NOT EXISTS (SELECT 1 FROM mailbox AS m WHERE m.case_id = cases.case_id)"
         " AND NOT EXISTS (SELECT 1 FROM mailbox_set_aside AS s WHERE s.case_id = cases.case_id)",
+    /* The last candidate of such a DELETE's window, when it is full: where
+     * the next step goes on (store_mailbox_case.c, expire_unreferenced). */
+    [MB_EXPIRE_PUBLISHES_END] = "SELECT expires_at, id FROM publishes WHERE expires_at <= ?1 AND "
+                                "(expires_at, id) > (?3, ?4)"
+                                " ORDER BY expires_at, id LIMIT 1 OFFSET ?2 - 1",
+    [MB_EXPIRE_CASES_END] =
+        "SELECT expires_at, num FROM cases WHERE expires_at <= ?1 AND (expires_at, num) > (?3, ?4)"
+        " ORDER BY expires_at, num LIMIT 1 OFFSET ?2 - 1",
     /* store_mailbox_query.c: MB_FIND's descent, with what a rule names */
     [MB_QUERY_RULE] = "SELECT first_seq, n, done, rules, items, case_id FROM mailbox"
                       " WHERE recipient = ?1 AND first_seq <= ?2 ORDER BY first_seq DESC LIMIT 1",
@@ -297,6 +307,10 @@ struct store_mailbox {
     uint64_t marks_serial; /* the transaction they were made in */
     size_t aside_by_expiry; /* rows the last store_mailbox_row_expire set aside */
     int expire_more;        /* it stopped at its bound of rows with rows still due */
+    /* where the sweeps of items, publishes and cases go on: as the last
+     * commit left it, and as this transaction (sweep_serial) moved it */
+    mailbox_sweep_at_t sweep_at[MAILBOX_SWEEPS], sweep_next[MAILBOX_SWEEPS];
+    uint64_t sweep_serial;
     /* The rows store calls of this transaction set aside on their own, by
      * first_seq (store_mailbox_aside_list), the first n_taken taken. */
     int64_t *listed;
@@ -306,8 +320,14 @@ struct store_mailbox {
 
 static struct store_mailbox *mailbox_of(store_t *store)
 {
-    if (store->mailbox == NULL && (store->mailbox = calloc(1, sizeof *store->mailbox)) == NULL)
+    if (store->mailbox != NULL)
+        return store->mailbox;
+    if ((store->mailbox = calloc(1, sizeof *store->mailbox)) == NULL) {
         store_refuse(store, "mailbox", "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < MAILBOX_SWEEPS; i++)
+        store->mailbox->sweep_at[i] = (mailbox_sweep_at_t){INT64_MIN, 0};
     return store->mailbox;
 }
 
@@ -871,6 +891,25 @@ int store_mailbox_row_expire(store_t *store, int64_t now, size_t limit, store_ex
 size_t store_mailbox_expire_set_aside(const store_t *store)
 {
     return store->mailbox != NULL ? store->mailbox->aside_by_expiry : 0;
+}
+
+mailbox_sweep_at_t *store_mailbox_sweep_at(store_t *store, enum mailbox_sweep which)
+{
+    struct store_mailbox *m = mailbox_of(store);
+    if (m == NULL)
+        return NULL;
+    if (m->sweep_serial != store->txn_serial) { /* a new transaction: from the last commit's */
+        memcpy(m->sweep_next, m->sweep_at, sizeof m->sweep_next);
+        m->sweep_serial = store->txn_serial;
+    }
+    return &m->sweep_next[which];
+}
+
+void store_mailbox_committed(store_t *store)
+{
+    struct store_mailbox *m = store->mailbox;
+    if (m != NULL && m->sweep_serial == store->txn_serial)
+        memcpy(m->sweep_at, m->sweep_next, sizeof m->sweep_at);
 }
 
 void store_mailbox_expire_aside_count(store_t *store)

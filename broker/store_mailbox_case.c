@@ -781,8 +781,10 @@ int store_mailbox_row_expire_items(store_t *store, int64_t now, size_t limit)
         return -1;
     }
     refs->publish_id = 0;
-    int64_t at_expiry = INT64_MIN, at_seq = 0, hidden_checked = 0;
-    int removed = 0, result = 0;
+    mailbox_sweep_at_t *at = store_mailbox_sweep_at(store, MAILBOX_SWEEP_ITEMS);
+    int64_t at_expiry = at != NULL ? at->expiry : INT64_MIN, at_seq = at != NULL ? at->key : 0;
+    int64_t hidden_checked = 0;
+    int removed = 0, result = 0, ended = 0;
     for (size_t looked = 0; looked < limit && result == 0; looked++) {
         sqlite3_stmt *next = store_mailbox_stmt(store, MB_EXPIRE_ITEM_NEXT);
         if (next == NULL || store_bind_int64(store, next, 1, now) != 0 ||
@@ -799,6 +801,7 @@ int store_mailbox_row_expire_items(store_t *store, int64_t now, size_t limit)
                 store_fail(store, "expire: items");
             store_stmt_finish(next);
             result = rc == SQLITE_DONE ? 0 : -1;
+            ended = 1;
             break;
         }
         at_seq = sqlite3_column_int64(next, EI_SEQ);
@@ -820,20 +823,58 @@ int store_mailbox_row_expire_items(store_t *store, int64_t now, size_t limit)
         }
     }
     free(refs);
+    if (result == 0 && at != NULL) /* the next step goes on here, or from the start */
+        *at = ended ? (mailbox_sweep_at_t){INT64_MIN, 0} : (mailbox_sweep_at_t){at_expiry, at_seq};
     return result == 0 ? removed : -1;
 }
 
-/* One of the bounded DELETEs of due rows nothing references. The number
- * removed or -1. */
-static int expire_unreferenced(store_t *store, enum mailbox_stmt_id id, int64_t now, size_t limit,
+/* One of the bounded DELETEs of due rows nothing references, from where
+ * the last step of sweep `which` stopped: its window of `limit` due rows
+ * after that place, the last of them (end_id) the next step's place when
+ * the window is full, else the start. The number removed or -1. */
+static int expire_unreferenced(store_t *store, enum mailbox_stmt_id id, enum mailbox_stmt_id end_id,
+                               enum mailbox_sweep which, int64_t now, size_t limit,
                                const char *what)
 {
     if (case_enter(store, "expire") != 0)
         return -1;
     if (limit > INT_MAX)
         limit = INT_MAX;
+    if (limit == 0)
+        return 0;
+    mailbox_sweep_at_t *at = store_mailbox_sweep_at(store, which);
+    mailbox_sweep_at_t from = at != NULL ? *at : (mailbox_sweep_at_t){INT64_MIN, 0};
+    mailbox_sweep_at_t next = {INT64_MIN, 0};
+    sqlite3_stmt *end = store_mailbox_stmt(store, end_id);
+    if (end == NULL)
+        return -1;
+    if (store_bind_int64(store, end, 1, now) != 0 ||
+        store_bind_int64(store, end, 2, (int64_t)limit) != 0 ||
+        store_bind_int64(store, end, 3, from.expiry) != 0 ||
+        store_bind_int64(store, end, 4, from.key) != 0) {
+        store_stmt_finish(end);
+        return -1;
+    }
+    int rc = sqlite3_step(end);
+    if (rc == SQLITE_ROW)
+        next = (mailbox_sweep_at_t){sqlite3_column_int64(end, 0), sqlite3_column_int64(end, 1)};
+    else if (rc != SQLITE_DONE)
+        store_fail(store, what);
+    store_stmt_finish(end);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return -1;
     sqlite3_stmt *stmt = store_mailbox_stmt(store, id);
-    return stmt != NULL ? store_expire_bounded(store, stmt, now, limit, what) : -1;
+    if (stmt == NULL)
+        return -1;
+    if (store_bind_int64(store, stmt, 3, from.expiry) != 0 ||
+        store_bind_int64(store, stmt, 4, from.key) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    int removed = store_expire_bounded(store, stmt, now, limit, what);
+    if (removed >= 0 && at != NULL)
+        *at = next;
+    return removed;
 }
 
 /* Cost: up to limit candidates of publishes_by_expiry, each looked up in
@@ -841,7 +882,8 @@ static int expire_unreferenced(store_t *store, enum mailbox_stmt_id id, int64_t 
  * mailbox_set_aside_by_publish: O(limit log n). */
 int store_mailbox_row_expire_publishes(store_t *store, int64_t now, size_t limit)
 {
-    return expire_unreferenced(store, MB_EXPIRE_PUBLISHES, now, limit, "expire: publishes");
+    return expire_unreferenced(store, MB_EXPIRE_PUBLISHES, MB_EXPIRE_PUBLISHES_END,
+                               MAILBOX_SWEEP_PUBLISHES, now, limit, "expire: publishes");
 }
 
 /* Cost: up to limit candidates of cases_by_expiry, each looked up in its
@@ -849,5 +891,6 @@ int store_mailbox_row_expire_publishes(store_t *store, int64_t now, size_t limit
  * and item links cascading: O(limit log n + members + links). */
 int store_mailbox_row_expire_cases(store_t *store, int64_t now, size_t limit)
 {
-    return expire_unreferenced(store, MB_EXPIRE_CASES, now, limit, "expire: cases");
+    return expire_unreferenced(store, MB_EXPIRE_CASES, MB_EXPIRE_CASES_END, MAILBOX_SWEEP_CASES,
+                               now, limit, "expire: cases");
 }

@@ -58,6 +58,8 @@ enum mailbox_stmt_id {
     MB_EXPIRE_ITEM_DELETE,
     MB_EXPIRE_PUBLISHES,
     MB_EXPIRE_CASES,
+    MB_EXPIRE_PUBLISHES_END,
+    MB_EXPIRE_CASES_END,
     /* store_mailbox_query.c */
     MB_QUERY_RULE,
     MB_QUERY_LIST_WAITING,
@@ -104,6 +106,27 @@ int64_t store_mailbox_aside_next(store_t *store);
  * columns still count (the marks are written at the commit): of
  * recipient's rows, or of every row when recipient is NULL. */
 int64_t store_mailbox_marked_count(store_t *store, const char *recipient);
+
+/* Where a sweep of due rows goes on: after (expiry, key) in its table's
+ * order of expiry (the key: the rowid). The start, (INT64_MIN, 0), when
+ * the last step reached the end; else the last row its full window
+ * looked at, so that due rows held by something (`limit` or more of them
+ * first in that order) do not keep a step from those behind them. */
+typedef struct mailbox_sweep_at {
+    int64_t expiry, key;
+} mailbox_sweep_at_t;
+enum mailbox_sweep {
+    MAILBOX_SWEEP_ITEMS,
+    MAILBOX_SWEEP_PUBLISHES,
+    MAILBOX_SWEEP_CASES,
+    MAILBOX_SWEEPS
+};
+
+/* The place of sweep `which` for the open transaction (as the last commit
+ * left it, until this transaction moves it), or NULL (out of memory: the
+ * sweep then starts at the start). A transaction rolled back leaves it
+ * where it was; store_mailbox_committed keeps a committed one's. */
+mailbox_sweep_at_t *store_mailbox_sweep_at(store_t *store, enum mailbox_sweep which);
 
 /* Count one row set aside by this step of the expiry sweep (outside
  * store_mailbox_row_expire: the items' step), for the caller's entries

@@ -928,6 +928,80 @@ static void test_raised_expiry_hides_an_unread_row(void **state)
     (void)items;
 }
 
+/* The items' sweep goes on where its last step stopped: due items that a
+ * waiting row still holds, `limit` or more of them first in the order of
+ * expiry, do not keep it from the due items behind them for ever. */
+static void test_item_sweep_goes_past_held_items(void **state)
+{
+    fixture_t *f = *state;
+    mailbox_published_t held, free_one;
+    static const size_t items[3] = {0, 1, 2};
+    static const uint32_t slots[3] = {0, 0, 0};
+    store_mailbox_entry_t e[3];
+    assert_int_equal(store_begin(f->store), 0);
+    mailbox_fixture_publish(f->store, 1, 3, &held);
+    int64_t first = store_delivery_seqs_reserve(f->store, 3);
+    store_mailbox_row_t r =
+        mailbox_fixture_row_of(&held, POLITIE, (uint64_t)first, items, slots, 3, e);
+    if (store_mailbox_row_add(f->store, &r) != 0)
+        fail_msg("row add: %s", store_errmsg(f->store));
+    /* one more item, due with them but after them (its seq), its only
+     * delivery acked: nothing holds it */
+    mailbox_fixture_publish(f->store, 2, 1, &free_one);
+    int64_t its = store_delivery_seqs_reserve(f->store, 1);
+    r = mailbox_fixture_row_of(&free_one, ZORG, (uint64_t)its, items, slots, 1, e);
+    r.n_rules = 1;
+    if (store_mailbox_row_add(f->store, &r) != 0)
+        fail_msg("row add: %s", store_errmsg(f->store));
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_ack(f->store, ZORG, (uint64_t)its), 1);
+    assert_int_equal(store_commit(f->store), 0);
+    int64_t due = mailbox_fixture_raw_int(f->path, "SELECT max(expires_at) FROM items");
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT min(expires_at) FROM items"), due);
+    /* steps of 2 at the time all four are due: the three held stay, the
+     * fourth goes within two steps */
+    for (int step = 0; step < 2; step++) {
+        assert_int_equal(store_begin(f->store), 0);
+        assert_true(store_mailbox_row_expire_items(f->store, due, 2) >= 0);
+        assert_int_equal(store_commit(f->store), 0);
+    }
+    assert_int_equal(mailbox_fixture_raw_intf(f->path,
+                                              "SELECT count(*) FROM items WHERE seq = %lld",
+                                              (long long)free_one.item_seq[0]),
+                     0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM items"), 3);
+}
+
+/* The publishes' sweep goes on where its last step stopped too: due
+ * publishes that their items still hold, `limit` of them first, do not
+ * keep it from the one behind them; a step rolled back does not move it. */
+static void test_publish_sweep_goes_past_held_publishes(void **state)
+{
+    fixture_t *f = *state;
+    mailbox_published_t a, b, c;
+    assert_int_equal(store_begin(f->store), 0);
+    mailbox_fixture_publish(f->store, 1, 1, &a);
+    mailbox_fixture_publish(f->store, 2, 1, &b);
+    mailbox_fixture_publish(f->store, 3, 0, &c); /* no item: nothing holds it */
+    assert_int_equal(store_commit(f->store), 0);
+    mailbox_fixture_raw_execf(f->path, "UPDATE publishes SET expires_at = %lld", (long long)NOW);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_expire_publishes(f->store, NOW, 2), 0);
+    assert_int_equal(store_rollback(f->store), 0);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_expire_publishes(f->store, NOW, 2), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_expire_publishes(f->store, NOW, 2), 1);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(mailbox_fixture_raw_intf(f->path,
+                                              "SELECT count(*) FROM publishes WHERE id = %lld",
+                                              (long long)c.publish_id),
+                     0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM publishes"), 2);
+}
+
 int main(void)
 {
     if (mailbox_fixture_init() != 0)
@@ -958,6 +1032,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sweep_bounded_by_rows_rewritten, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_raised_expiry_hides_an_unread_row, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_item_sweep_goes_past_held_items, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_publish_sweep_goes_past_held_publishes, setup,
                                         store_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
