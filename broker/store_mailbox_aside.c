@@ -313,17 +313,28 @@ int store_mailbox_row_set_aside(store_t *store, const char *recipient, uint64_t 
 
 /* ------------------------------------------------------------------ per seq */
 
-/* Read set-aside delivery seq into *out: 1, 0 when it is none, -1. */
-static int aside_get(store_t *store, int64_t seq, store_set_aside_t *out)
+/* MB_ASIDE_ROW for seq, stepped once (its result in *rc): the set-aside
+ * row holding seq, if any. NULL on error. */
+static sqlite3_stmt *aside_row_at(store_t *store, int64_t seq, int *rc)
 {
     sqlite3_stmt *row = store_mailbox_stmt(store, MB_ASIDE_ROW);
     if (row == NULL)
-        return -1;
+        return NULL;
     if (store_bind_int64(store, row, 1, seq) != 0) {
         store_stmt_finish(row);
-        return -1;
+        return NULL;
     }
-    int rc = sqlite3_step(row), result = 0;
+    *rc = sqlite3_step(row);
+    return row;
+}
+
+/* Read set-aside delivery seq into *out: 1, 0 when it is none, -1. */
+static int aside_get(store_t *store, int64_t seq, store_set_aside_t *out)
+{
+    int rc = SQLITE_DONE, result = 0;
+    sqlite3_stmt *row = aside_row_at(store, seq, &rc);
+    if (row == NULL)
+        return -1;
     if (rc == SQLITE_ROW) {
         aside_span_t s;
         aside_span_read(row, &s);
@@ -371,14 +382,10 @@ int store_mailbox_row_set_aside_get(store_t *store, uint64_t seq, store_set_asid
  * when no such row is there (gone since) or it names no seq; -1. */
 static int aside_span_at(store_t *store, int64_t first_seq, store_mailbox_aside_t *out)
 {
-    sqlite3_stmt *row = store_mailbox_stmt(store, MB_ASIDE_ROW);
+    int rc = SQLITE_DONE, result = 0;
+    sqlite3_stmt *row = aside_row_at(store, first_seq, &rc);
     if (row == NULL)
         return -1;
-    if (store_bind_int64(store, row, 1, first_seq) != 0) {
-        store_stmt_finish(row);
-        return -1;
-    }
-    int rc = sqlite3_step(row), result = 0;
     if (rc == SQLITE_ROW) {
         aside_span_t s;
         aside_span_read(row, &s);
