@@ -494,6 +494,12 @@ void deliver_revoke(broker_t *b);
  * reads as no. O(revocations queued). */
 record_sent_t deliver_sent(const broker_t *b, const char *recipient, uint64_t seq);
 
+/* Delivery seq of recipient left the mailbox unacked (set aside): the
+ * slot it held in the receiver's window, if the push had counted it in
+ * flight (at or before the cursor, no revocation of it queued), is free
+ * again, as an expiry frees one; the receiver goes on past it. */
+void deliver_slot_free(broker_t *b, const char *recipient, uint64_t seq);
+
 /* Set aside, in the turn's transaction, the deliveries the push found
  * unreadable (store_delivery_set_aside checks each again): each is
  * recorded (record_set_aside: an error log line, an audit entry, the

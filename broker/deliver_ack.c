@@ -424,7 +424,6 @@ void deliver_set_aside(broker_t *b)
          * (an ack of it is unknown now): its entry says sent=yes (the
          * recipient may hold it), and its slot in the window is freed, as
          * an expiry frees one. */
-        receiver_t *r = sessions_receiver(b->sessions, v->recipient);
         for (uint64_t seq = row.first_seq; rc == 1 && seq <= row.last_seq; seq++) {
             store_set_aside_t x;
             int found = store_mailbox_row_set_aside_get(b->store, seq, &x);
@@ -436,11 +435,21 @@ void deliver_set_aside(broker_t *b)
             }
             if (found == 1 && record_set_aside(b, &x, deliver_sent(b, v->recipient, seq)) != 0)
                 return; /* the turn fails (recorded by record.c) */
-            if (found == 1 && r != NULL && r->session != NULL && seq <= r->cursor &&
-                r->inflight > 0)
-                r->inflight--;
+            if (found == 1)
+                deliver_slot_free(b, v->recipient, seq);
         }
+        receiver_t *r = sessions_receiver(b->sessions, v->recipient);
         if (r != NULL)
             r->dirty = 1; /* on past it */
     }
+}
+
+void deliver_slot_free(broker_t *b, const char *recipient, uint64_t seq)
+{
+    receiver_t *r = sessions_receiver(b->sessions, recipient);
+    if (r == NULL || r->session == NULL || seq > r->cursor || r->inflight == 0 ||
+        deliver_revocation_queued(b, recipient, seq))
+        return;
+    r->inflight--;
+    r->dirty = 1;
 }

@@ -240,6 +240,9 @@ int record_set_aside_seqs(broker_t *b, uint64_t first_seq, uint64_t last_seq)
         }
         if (found == 1 && record_set_aside(b, &x, record_set_aside_sent(b, &x)) != 0)
             return -1; /* the turn fails (recorded by record_append) */
+        /* one the push sent will never be acked now: its window slot */
+        if (found == 1 && x.row.view.recipient != NULL && x.row.view.recipient[0] != 0)
+            deliver_slot_free(b, x.row.view.recipient, seq);
     }
     return 0;
 }

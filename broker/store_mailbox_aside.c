@@ -137,6 +137,7 @@ typedef struct aside_found {
     int64_t pending; /* the pending column, as the count summed it */
     int64_t marked;  /* bits this transaction's marks set: the count has them */
     int has_mark;
+    int pending_agrees;                    /* the pending column is n less the done column's bits */
     uint8_t done[STORE_MAILBOX_MAX_N / 8]; /* the mark's bitmap, when has_mark */
 } aside_found_t;
 
@@ -180,6 +181,7 @@ static int aside_find(store_t *store, const char *recipient, int64_t seq, aside_
             memcpy(x->done, marked, (x->n + 7) / 8);
         x->marked = marked != NULL ? (int64_t)mailbox_done_count(marked, x->n) - before : 0;
         x->left = x->n - before - (uint32_t)x->marked;
+        x->pending_agrees = x->pending == (int64_t)x->n - (int64_t)before;
     }
     store_stmt_finish(find);
     return holds;
@@ -290,11 +292,19 @@ int store_mailbox_row_set_aside(store_t *store, const char *recipient, uint64_t 
     int found = aside_find(store, recipient, (int64_t)seq, &x);
     if (found <= 0)
         return found;
-    if (x.counts_read && x.left == 0)
+    if (x.counts_read && x.left == 0 && x.pending_agrees)
         return 0; /* all of it done: the flush deletes it at the commit */
-    int unreadable = aside_check(store, recipient, &x, reason, sizeof reason);
-    if (unreadable <= 0)
-        return unreadable;
+    if (x.counts_read && x.left == 0) {
+        /* all done by its bits, but its pending column says otherwise: no
+         * reader takes it (mailbox_pending_ok), nor would the flush; set
+         * aside, it names no delivery, so it needs no entry */
+        snprintf(reason, sizeof reason, "%s",
+                 "damaged row: its pending column disagrees with its done bits");
+    } else {
+        int unreadable = aside_check(store, recipient, &x, reason, sizeof reason);
+        if (unreadable <= 0)
+            return unreadable;
+    }
     if (aside_move(store, &x, now, reason) != 0)
         return -1;
     /* The count summed the pending column and has the marks' changes: take

@@ -1002,6 +1002,37 @@ static void test_publish_sweep_goes_past_held_publishes(void **state)
     assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM publishes"), 2);
 }
 
+/* A row whose done bits mark every delivery while its pending column
+ * says otherwise (damage the seal does not bind) reads as damage to the
+ * sweep, which sets it aside; it names no delivery, so nothing is
+ * recorded for it, and the sweep goes on to the rows due after it. */
+static void test_all_done_row_with_pending_left_set_aside_by_sweep(void **state)
+{
+    fixture_t *f = *state;
+    mailbox_published_t p;
+    (void)mailbox_fixture_two_rows(f, &p);
+    store_fixture_raw_exec(f->path, "PRAGMA ignore_check_constraints = ON;"
+                                    "UPDATE mailbox SET done = x'03', pending = 1,"
+                                    " expires_at = expires_at - 100 * 86400"
+                                    " WHERE recipient = '" ZORG "'");
+    removed_t r = {0};
+    assert_int_equal(store_begin(f->store), 0);
+    if (store_mailbox_row_expire(f->store, NOW + 30 * DAY, 10, on_removed, &r) < 0)
+        fail_msg("the sweep stopped at the row: %s", store_errmsg(f->store));
+    assert_int_equal(store_mailbox_expire_set_aside(f->store), 1);
+    store_mailbox_aside_t taken;
+    assert_int_equal(store_mailbox_row_set_aside_take(f->store, &taken), 1);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox"), 0);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"
+                                                      " WHERE recipient = '" ZORG "'"),
+                     1);
+    /* it names no delivery: no entry to write for it */
+    store_set_aside_t x;
+    for (uint64_t seq = taken.first_seq; seq <= taken.last_seq; seq++)
+        assert_int_equal(store_mailbox_row_set_aside_get(f->store, seq, &x), 0);
+}
+
 int main(void)
 {
     if (mailbox_fixture_init() != 0)
@@ -1037,6 +1068,8 @@ int main(void)
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_publish_sweep_goes_past_held_publishes, setup,
                                         store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_all_done_row_with_pending_left_set_aside_by_sweep,
+                                        setup, store_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
