@@ -90,7 +90,9 @@ static int drop_row(store_t *store, sqlite3_stmt *rows, int64_t now, store_expir
     if (text != NULL && strlen(text) < sizeof recipient)
         strcpy(recipient, text);
     int rc = 0;
-    if (!mailbox_span_ok(first, n) || recipient[0] == 0) {
+    /* a case's row is a delivery of one: more would reach into the seqs of
+     * the member's next row, which is not the case's */
+    if (!mailbox_span_ok(first, n) || n != 1 || recipient[0] == 0) {
         store_refuse(store, "case_drop_deliveries",
                      "damaged row: first_seq, n or recipient as no broker writes them");
         rc = -1;

@@ -243,6 +243,44 @@ static void test_case_drop_damaged(void **state)
     assert_int_equal(unrecorded[0], (uint64_t)pol);
 }
 
+/* A case row is a delivery of one: a case row whose n was altered to
+ * more is damage, set aside at the leave, and the leave never reaches the
+ * seqs after it, which are the member's next row's, not the case's. */
+static void test_case_drop_never_reaches_the_next_row(void **state)
+{
+    fixture_t *f = *state;
+    char a[SCHAKEL_CASE_ID_LEN + 1];
+    mailbox_published_t p, q;
+    static const size_t item0[1] = {0};
+    static const uint32_t slot0[1] = {0};
+    assert_int_equal(store_begin(f->store), 0);
+    case_new(f->store, a);
+    mailbox_fixture_publish(f->store, 1, 1, &p);
+    int64_t pol = case_row(f->store, &p, 0, POLITIE, a);
+    mailbox_fixture_publish(f->store, 2, 1, &q);
+    int64_t next = row_add(f->store, &q, POLITIE, item0, slot0, 1, 0, 1, NULL);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(next, pol + 1);
+    mailbox_fixture_raw_execf(f->path,
+                              "PRAGMA ignore_check_constraints = ON;"
+                              "UPDATE mailbox SET n = 2, pending = 2, items = items || items"
+                              " WHERE first_seq = %" PRId64,
+                              pol);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_case_drop(f->store, a, "politie"), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    /* the case's row set aside, the next row as it was */
+    assert_int_equal(mailbox_fixture_raw_intf(f->path,
+                                              "SELECT count(*) FROM mailbox_set_aside"
+                                              " WHERE first_seq = %" PRId64,
+                                              pol),
+                     1);
+    assert_int_equal(mailbox_fixture_raw_intf(
+                         f->path, "SELECT pending FROM mailbox WHERE first_seq = %" PRId64, next),
+                     1);
+    assert_int_equal(mailbox_fixture_raw_int(f->path, "SELECT count(*) FROM tombstones"), 0);
+}
+
 /* ------------------------------------------------------------------ a case closes or reopens */
 
 /* Close, then reopen: every case row's deliveries take the case's expiry,
@@ -730,6 +768,8 @@ int main(void)
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_unresealed_case_row_held_to_the_close, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_case_drop_never_reaches_the_next_row, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_case_drop, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_case_drop_damaged, setup, store_fixture_teardown),
