@@ -2034,7 +2034,7 @@ static void export_start(export_run_t *run, h_env_t *env, const char *extra_arg)
     *run->pid = 0;
     long offset = h_log_offset(env);
     assert_int_equal(pthread_create(&run->thread, NULL, export_thread, run), 0);
-    if (h_await_log(env, offset, "event=admin.export_begun", H_TIMEOUT_MS * h_time_factor()) != 0) {
+    if (h_await_log(env, offset, "event=admin.export_begun", H_TIMEOUT_MS) != 0) {
         h_dump_log(env);
         fail_msg("the broker logged no admin.export_begun");
     }
@@ -2170,8 +2170,7 @@ static void test_export_dropped_with_its_operator(void **state)
     export_start(&run, env, NULL);
     assert_true(*run.pid > 0);
     export_kill(&run);
-    if (h_await_log(env, offset, "event=admin.export_dropped", H_TIMEOUT_MS * h_time_factor()) !=
-        0) {
+    if (h_await_log(env, offset, "event=admin.export_dropped", H_TIMEOUT_MS) != 0) {
         h_dump_log(env);
         fail_msg("the broker did not drop the export of an operator who went away");
     }
@@ -2274,8 +2273,7 @@ static void test_export_dropped_when_its_socket_is_taken_again(void **state)
     for (size_t i = 0; i < 4; i++)
         raw[i] = raw_admin_connect(env);
     h_broker_resume(env);
-    if (h_await_log(env, offset, "event=admin.export_dropped", H_TIMEOUT_MS * h_time_factor()) !=
-        0) {
+    if (h_await_log(env, offset, "event=admin.export_dropped", H_TIMEOUT_MS) != 0) {
         h_dump_log(env);
         fail_msg("the broker did not drop the export whose connection closed");
     }
@@ -2334,8 +2332,7 @@ static void export_asked_as_operator_left(h_env_t *env, unsigned statuses_before
     assert_int_equal(zmq_setsockopt(c.socket, ZMQ_LINGER, &linger, sizeof linger), 0);
     raw_close(&c);
     h_broker_resume(env);
-    if (h_await_log(env, offset, "event=admin.export_dropped", H_TIMEOUT_MS * h_time_factor()) !=
-        0) {
+    if (h_await_log(env, offset, "event=admin.export_dropped", H_TIMEOUT_MS) != 0) {
         h_dump_log(env);
         fail_msg("the broker did not drop the export asked for as its operator left");
     }
@@ -2369,8 +2366,7 @@ static long export_hold(export_run_t *run, h_env_t *env, const char *extra_arg)
     export_start(run, env, extra_arg);
     assert_true(*run->pid > 0);
     assert_int_equal(kill(*run->pid, SIGSTOP), 0);
-    if (h_await_log(env, offset, "event=admin.export_held", H_TIMEOUT_MS * 3 * h_time_factor()) !=
-        0) {
+    if (h_await_log(env, offset, "event=admin.export_held", H_TIMEOUT_MS * 3) != 0) {
         h_dump_log(env);
         fail_msg("the broker did not wait for an operator who does not read");
     }
@@ -2404,7 +2400,7 @@ static void test_export_waits_for_its_operator(void **state)
     assert_int_equal(export_count(run.res.out), EXPORT_HELD_BATCHES * SCHAKEL_MAX_ITEMS);
     assert_non_null(strstr(run.res.out, "]}"));
     h_cli_result_free(&run.res);
-    if (h_await_log(env, offset, "event=admin.export_done", H_TIMEOUT_MS * h_time_factor()) != 0) {
+    if (h_await_log(env, offset, "event=admin.export_done", H_TIMEOUT_MS) != 0) {
         h_dump_log(env);
         fail_msg("the broker did not end the export");
     }
@@ -2435,14 +2431,13 @@ static void test_export_going_out_at_a_stop_arrives(void **state)
     static export_run_t run; /* not on the stack: see export_run_t */
     long offset = export_hold(&run, env, "--timeout=30");
     assert_int_equal(kill(env->broker_pid, SIGTERM), 0);
-    if (h_await_log(env, offset, "event=admin.export_stopping", H_TIMEOUT_MS * h_time_factor()) !=
-        0) {
+    if (h_await_log(env, offset, "event=admin.export_stopping", H_TIMEOUT_MS) != 0) {
         h_dump_log(env);
         fail_msg("the stopping broker did not hand out the rest of the export");
     }
     assert_int_equal(kill(*run.pid, SIGCONT), 0);
     assert_int_equal(
-        h_broker_await_exit(env, (H_TIMEOUT_MS + SCHAKEL_ADMIN_STOP_MAX_MS) * h_time_factor()), 0);
+        h_broker_await_exit(env, H_TIMEOUT_MS + SCHAKEL_ADMIN_STOP_MAX_MS * h_time_factor()), 0);
     export_join(&run);
     h_expect_exit(&run.res, 0, "the export going out at the stop");
     assert_int_equal(export_count(run.res.out), EXPORT_HELD_BATCHES * SCHAKEL_MAX_ITEMS);
@@ -2465,7 +2460,7 @@ static void test_export_going_out_at_a_stop_to_an_operator_who_takes_none(void *
     long offset = export_hold(&run, env, "--timeout=120");
     assert_int_equal(kill(env->broker_pid, SIGTERM), 0);
     assert_int_equal(
-        h_broker_await_exit(env, (H_TIMEOUT_MS + SCHAKEL_ADMIN_STOP_MAX_MS) * h_time_factor()), 0);
+        h_broker_await_exit(env, H_TIMEOUT_MS + SCHAKEL_ADMIN_STOP_MAX_MS * h_time_factor()), 0);
     export_kill(&run);
     char why[128];
     snprintf(why, sizeof why,
@@ -2515,12 +2510,11 @@ static void test_partners_refused_while_an_export_goes_out_at_a_stop(void **stat
     long offset = export_hold(&run, env, "--timeout=30");
     zmtp_raw_t *partner = zmtp_raw_connect(env, H_WOCO_JEKERDAL);
     assert_int_equal(kill(env->broker_pid, SIGTERM), 0);
-    if (h_await_log(env, offset, "event=admin.export_stopping", H_TIMEOUT_MS * h_time_factor()) !=
-        0) {
+    if (h_await_log(env, offset, "event=admin.export_stopping", H_TIMEOUT_MS) != 0) {
         h_dump_log(env);
         fail_msg("the stopping broker did not hand out the rest of the export");
     }
-    int closed = zmtp_raw_closed(partner, H_TIMEOUT_MS * h_time_factor());
+    int closed = zmtp_raw_closed(partner, H_TIMEOUT_MS);
     zmtp_raw_close(&partner);
     int err = partner_connect_errno(env);
     assert_int_equal(kill(*run.pid, SIGCONT), 0); /* the drain ends as the operator reads */
@@ -2529,7 +2523,7 @@ static void test_partners_refused_while_an_export_goes_out_at_a_stop(void **stat
                  "before the stop %s)",
                  err == 0 ? "connected" : strerror(err), closed ? "closed" : "still open");
     assert_int_equal(
-        h_broker_await_exit(env, (H_TIMEOUT_MS + SCHAKEL_ADMIN_STOP_MAX_MS) * h_time_factor()), 0);
+        h_broker_await_exit(env, H_TIMEOUT_MS + SCHAKEL_ADMIN_STOP_MAX_MS * h_time_factor()), 0);
     export_join(&run);
     h_expect_exit(&run.res, 0, "the export going out while partners were refused");
     assert_int_equal(export_count(run.res.out), EXPORT_HELD_BATCHES * SCHAKEL_MAX_ITEMS);
@@ -2548,8 +2542,7 @@ static void test_second_stop_signal_ends_the_wait_for_an_export(void **state)
     static export_run_t run; /* not on the stack: see export_run_t */
     long offset = export_hold(&run, env, "--timeout=120");
     assert_int_equal(kill(env->broker_pid, SIGTERM), 0);
-    if (h_await_log(env, offset, "event=admin.export_stopping", H_TIMEOUT_MS * h_time_factor()) !=
-        0) {
+    if (h_await_log(env, offset, "event=admin.export_stopping", H_TIMEOUT_MS) != 0) {
         h_dump_log(env);
         fail_msg("the stopping broker did not hand out the rest of the export");
     }
@@ -2597,7 +2590,7 @@ static void test_export_going_out_when_the_broker_fails(void **state)
         (void)schakel_publish(jekerdal, NULL, &signal, 1, NULL, NULL, NULL, NULL, H_TIMEOUT_MS);
         schakel_close(&jekerdal);
     }
-    assert_int_equal(h_broker_await_exit(env, H_TIMEOUT_MS * h_time_factor()), 1);
+    assert_int_equal(h_broker_await_exit(env, H_TIMEOUT_MS), 1);
     export_kill(&run);
     if (h_log_count(env, offset, "event=broker.stopping why=") != 1 ||
         h_log_count(env, offset, "event=admin.export_undelivered principal=" H_OPERATOR) != 1 ||
@@ -2635,8 +2628,7 @@ static void test_export_read_whole_is_done(void **state)
         h_cli_result_free(&res);
     }
     /* each export's begun, and its end */
-    if (h_await_log_lines(env, offset, "event=admin.export_", 40, H_TIMEOUT_MS * h_time_factor()) !=
-        0) {
+    if (h_await_log_lines(env, offset, "event=admin.export_", 40, H_TIMEOUT_MS) != 0) {
         h_dump_log(env);
         fail_msg("20 exports did not all end");
     }
@@ -2681,7 +2673,7 @@ static void test_export_memory_given_back(void **state)
     h_expect_exit(&res, 0, "the export");
     long document_kb = (long)(strlen(res.out) / 1024);
     h_cli_result_free(&res);
-    if (h_await_log(env, offset, "event=admin.export_done", H_TIMEOUT_MS * h_time_factor()) != 0) {
+    if (h_await_log(env, offset, "event=admin.export_done", H_TIMEOUT_MS) != 0) {
         h_dump_log(env);
         fail_msg("the export did not end");
     }
@@ -2707,7 +2699,7 @@ static void test_export_going_out_undelivered_when_its_operator_left(void **stat
     long offset = export_hold(&run, env, "--timeout=120");
     export_kill(&run);
     if (h_await_log(env, offset, "event=admin.export_undelivered principal=" H_OPERATOR,
-                    H_TIMEOUT_MS * h_time_factor()) != 0) {
+                    H_TIMEOUT_MS) != 0) {
         h_dump_log(env);
         fail_msg("an export whose operator left while it went out was not said undelivered");
     }
@@ -2735,8 +2727,7 @@ static void test_export_of_a_silent_operator_cut_off_at_heartbeat_timeout(void *
     export_start(&run, env, "--timeout=120");
     assert_true(*run.pid > 0);
     assert_int_equal(kill(*run.pid, SIGSTOP), 0);
-    if (h_await_log(env, offset, "level=warn event=admin.export_",
-                    H_TIMEOUT_MS * h_time_factor()) != 0) {
+    if (h_await_log(env, offset, "level=warn event=admin.export_", H_TIMEOUT_MS) != 0) {
         h_dump_log(env);
         fail_msg("the broker did not cut off an operator who answers nothing");
     }
@@ -2798,7 +2789,7 @@ static void test_export_going_out_ended_by_a_reload(void **state)
     long reloaded = h_log_offset(env);
     assert_int_equal(h_broker_reload(env), 1);
     int ended = h_await_log(env, reloaded, "event=admin.export_undelivered principal=" H_OPERATOR,
-                            H_TIMEOUT_MS * h_time_factor());
+                            H_TIMEOUT_MS);
     export_kill(&run);
     if (ended != 0) {
         h_dump_log(env);

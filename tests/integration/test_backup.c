@@ -271,7 +271,7 @@ static void test_documented_backup_under_traffic(void **state)
     ticker_t t = {.env = env};
     pthread_t thread;
     ticker_start(&t, &thread);
-    if (ticker_await(&t, TICK_BEFORE, H_TIMEOUT_MS * h_time_factor()) < TICK_BEFORE) {
+    if (ticker_await(&t, TICK_BEFORE, H_TIMEOUT_MS) < TICK_BEFORE) {
         ticker_stop(&t, thread);
         fail_msg("the publisher did not get %d publishes accepted: %s", TICK_BEFORE, t.problem);
     }
@@ -284,7 +284,7 @@ static void test_documented_backup_under_traffic(void **state)
     umask(umask_before);
     /* a few more publishes after it, then the publisher stops */
     size_t accepted_by_end = ticker_await(&t, 0, 0);
-    (void)ticker_await(&t, accepted_by_end + 5, H_TIMEOUT_MS * h_time_factor());
+    (void)ticker_await(&t, accepted_by_end + 5, H_TIMEOUT_MS);
     ticker_stop(&t, thread);
     fprintf(stderr,
             "test_backup: store %lld bytes (with its WAL); the backup took %lld ms; %zu "

@@ -1293,7 +1293,7 @@ static int crash_await_reload(crash_run_t *run, const crash_plan_t *plan, crash_
         return -1;
     }
     if (plan->variant % 2 == 1) {
-        int wait_ms = H_TIMEOUT_MS * h_time_factor();
+        int wait_ms = H_TIMEOUT_MS;
         if (h_await_log(env, offset, "event=policy.", wait_ms) != 0) {
             snprintf(cycles->problem, sizeof cycles->problem,
                      "no policy reload outcome logged within %d ms of a SIGHUP", wait_ms);

@@ -651,7 +651,7 @@ static void frame_describe(const Schakel__Frame *f, char *out, size_t len)
 static Schakel__Frame *raw_next(raw_t *r, const char *what, Schakel__Frame__BodyCase body)
 {
     /* a turn of full batches takes seconds under valgrind */
-    int wait_ms = H_TIMEOUT_MS * h_time_factor();
+    int wait_ms = H_TIMEOUT_MS;
     Schakel__Frame *f = raw_recv(r, wait_ms);
     if (!f)
         fail_msg("%s: %s got no answer within %d ms", what, r->label, wait_ms);
@@ -4379,7 +4379,7 @@ static void zmtp_send_frame(zmtp_raw_t *r, pb_t *frame, const char *what)
  * body; fails the test if none comes in time or another comes first. */
 static Schakel__Frame *zmtp_next(zmtp_raw_t *r, const char *what, Schakel__Frame__BodyCase body)
 {
-    int wait_ms = H_TIMEOUT_MS * h_time_factor();
+    int wait_ms = H_TIMEOUT_MS;
     uint8_t *answer = NULL;
     size_t len = 0;
     if (zmtp_raw_recv(r, &answer, &len, wait_ms) != 1)
@@ -4799,7 +4799,7 @@ static void test_unread_case_views_are_bounded_per_principal(void **state)
         int handled = h_log_count(env, offset, viewed) + h_log_count(env, offset, needle);
         if (handled >= CONNECTIONS * QUERIES)
             break;
-        if (h_await_log(env, now, "principal=" H_RIEC " ", H_TIMEOUT_MS * h_time_factor()) != 0)
+        if (h_await_log(env, now, "principal=" H_RIEC " ", H_TIMEOUT_MS) != 0)
             fail_msg("%d of %d case queries were handled", handled, CONNECTIONS * QUERIES);
     }
     long grown = h_broker_status_kib(env, "VmHWM") - before;
@@ -4810,7 +4810,7 @@ static void test_unread_case_views_are_bounded_per_principal(void **state)
     int views = 0, limited = 0;
     for (int c = 0; c < CONNECTIONS; c++) {
         for (int i = 0; i < QUERIES; i++) {
-            f = raw_recv(r[c], H_TIMEOUT_MS * h_time_factor());
+            f = raw_recv(r[c], H_TIMEOUT_MS);
             if (f == NULL)
                 fail_msg("connection %d: answer %d of %d did not come", c, i, QUERIES);
             if (f->body_case == SCHAKEL__FRAME__BODY_CASE_VIEW) {
@@ -4885,8 +4885,8 @@ static void test_view_of_a_rolled_back_turn_refused_on_record(void **state)
         raw_send(r, &query, 1);
         raw_send(r, &query, 1);
         h_broker_resume(env);
-        Schakel__Frame *first = raw_recv(r, H_TIMEOUT_MS * h_time_factor());
-        Schakel__Frame *second = raw_recv(r, H_TIMEOUT_MS * h_time_factor());
+        Schakel__Frame *first = raw_recv(r, H_TIMEOUT_MS);
+        Schakel__Frame *second = raw_recv(r, H_TIMEOUT_MS);
         if (first == NULL || second == NULL)
             fail_msg("the two views were not answered");
         h_store_exec(env, "DROP TRIGGER test_refuse");
@@ -5068,7 +5068,7 @@ static void await_queries_handled(const h_env_t *env, long offset, const char *n
             fclose(f);
         if (handled >= n)
             return;
-        if (h_await_log(env, end, "principal=" H_OM " ", H_TIMEOUT_MS * h_time_factor()) != 0)
+        if (h_await_log(env, end, "principal=" H_OM " ", H_TIMEOUT_MS) != 0)
             fail_msg("%d of %d case queries %s were handled", handled, n, what);
     }
 }
@@ -5160,7 +5160,7 @@ static void test_push_waits_for_the_principal_bound(void **state)
     /* the first connection reads everything it was sent */
     Schakel__Frame *f;
     for (int i = 0; i < QUERIES + more; i++) {
-        f = raw_recv(unread, H_TIMEOUT_MS * h_time_factor());
+        f = raw_recv(unread, H_TIMEOUT_MS);
         if (f == NULL)
             fail_msg("answer %d of %d did not come", i, QUERIES + more);
         frame_free(&f);
@@ -5173,7 +5173,7 @@ static void test_push_waits_for_the_principal_bound(void **state)
         frame_heartbeat(&frame);
         raw_send_frame(reader, &frame);
         for (;;) {
-            f = raw_recv(reader, H_TIMEOUT_MS * h_time_factor());
+            f = raw_recv(reader, H_TIMEOUT_MS);
             if (f == NULL)
                 fail_msg("no answer to a Heartbeat");
             int hb = f->body_case == SCHAKEL__FRAME__BODY_HEARTBEAT;
