@@ -2418,6 +2418,18 @@ static void test_export_waits_for_its_operator(void **state)
                  SCHAKEL_EXPORT_MAX_OWED_BYTES);
 }
 
+/* Stop the broker (SIGTERM) while an export is going out (export_hold's
+ * offset), and wait until the stop goes on sending it
+ * (admin.export_stopping). */
+static void stop_while_export_goes_out(h_env_t *env, long offset)
+{
+    assert_int_equal(kill(env->broker_pid, SIGTERM), 0);
+    if (h_await_log(env, offset, "event=admin.export_stopping", H_TIMEOUT_MS) != 0) {
+        h_dump_log(env);
+        fail_msg("the stopping broker did not hand out the rest of the export");
+    }
+}
+
 /* A stop while the answer is going out (its operator stopped, so that it
  * is): the broker goes on sending the rest once its store is done with,
  * and the operator, reading again, gets the whole document it was
@@ -2430,11 +2442,7 @@ static void test_export_going_out_at_a_stop_arrives(void **state)
     int64_t exports = exports_recorded(env);
     static export_run_t run; /* not on the stack: see export_run_t */
     long offset = export_hold(&run, env, "--timeout=30");
-    assert_int_equal(kill(env->broker_pid, SIGTERM), 0);
-    if (h_await_log(env, offset, "event=admin.export_stopping", H_TIMEOUT_MS) != 0) {
-        h_dump_log(env);
-        fail_msg("the stopping broker did not hand out the rest of the export");
-    }
+    stop_while_export_goes_out(env, offset);
     assert_int_equal(kill(*run.pid, SIGCONT), 0);
     assert_int_equal(
         h_broker_await_exit(env, H_TIMEOUT_MS + SCHAKEL_ADMIN_STOP_MAX_MS * h_time_factor()), 0);
@@ -2509,11 +2517,7 @@ static void test_partners_refused_while_an_export_goes_out_at_a_stop(void **stat
     static export_run_t run; /* not on the stack: see export_run_t */
     long offset = export_hold(&run, env, "--timeout=30");
     zmtp_raw_t *partner = zmtp_raw_connect(env, H_WOCO_JEKERDAL);
-    assert_int_equal(kill(env->broker_pid, SIGTERM), 0);
-    if (h_await_log(env, offset, "event=admin.export_stopping", H_TIMEOUT_MS) != 0) {
-        h_dump_log(env);
-        fail_msg("the stopping broker did not hand out the rest of the export");
-    }
+    stop_while_export_goes_out(env, offset);
     int closed = zmtp_raw_closed(partner, H_TIMEOUT_MS);
     zmtp_raw_close(&partner);
     int err = partner_connect_errno(env);
@@ -2541,11 +2545,7 @@ static void test_second_stop_signal_ends_the_wait_for_an_export(void **state)
     int64_t exports = exports_recorded(env);
     static export_run_t run; /* not on the stack: see export_run_t */
     long offset = export_hold(&run, env, "--timeout=120");
-    assert_int_equal(kill(env->broker_pid, SIGTERM), 0);
-    if (h_await_log(env, offset, "event=admin.export_stopping", H_TIMEOUT_MS) != 0) {
-        h_dump_log(env);
-        fail_msg("the stopping broker did not hand out the rest of the export");
-    }
+    stop_while_export_goes_out(env, offset);
     assert_int_equal(kill(env->broker_pid, SIGTERM), 0);
     int code = h_broker_await_exit(env, SCHAKEL_ADMIN_STOP_MAX_MS / 2);
     export_kill(&run);
